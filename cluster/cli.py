@@ -1,0 +1,185 @@
+"""The ``modelyard`` command line: up, down, status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cluster.settings import NAMESPACE, Settings, key_digest, load_or_create_key
+
+app = typer.Typer(help="modelyard: model serving and fine-tuning on Ray.", no_args_is_help=True)
+console = Console()
+
+RayAddress = Annotated[
+    str | None, typer.Option(help="Ray cluster to join [env MODELYARD_RAY_ADDRESS]; empty: local.")
+]
+Host = Annotated[str | None, typer.Option(help="HTTP bind address [env MODELYARD_HOST].")]
+Port = Annotated[int | None, typer.Option(help="HTTP port [env MODELYARD_PORT].")]
+StorageRoot = Annotated[
+    Path | None, typer.Option(help="Artifacts, registry and key [env MODELYARD_STORAGE_ROOT].")
+]
+RegistryDb = Annotated[Path | None, typer.Option(help="SQLite file [env MODELYARD_REGISTRY_DB].")]
+ApiKey = Annotated[str | None, typer.Option(help="Admin key [env MODELYARD_API_KEY].")]
+
+
+def _settings(**options: object) -> Settings:
+    """Environment first, then every option given on the command line on top."""
+    return Settings(**{k: v for k, v in options.items() if v is not None})
+
+
+def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
+    """Join the configured or running cluster, else start one. True if this call started it."""
+    import ray
+
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
+        return False
+    try:
+        ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
+        return False
+    except (ConnectionError, RuntimeError):
+        if not start_local:
+            raise
+    if detach:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ray.scripts.scripts",
+                "start",
+                "--head",
+                "--disable-usage-stats",
+            ],
+            check=True,
+        )
+        ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
+    else:
+        ray.init(namespace=NAMESPACE, log_to_driver=False)
+    return True
+
+
+@app.command()
+def up(
+    ray_address: RayAddress = None,
+    host: Host = None,
+    port: Port = None,
+    storage_root: StorageRoot = None,
+    registry_db: RegistryDb = None,
+    api_key: ApiKey = None,
+    detach: Annotated[bool, typer.Option(help="Return once serving; leave Ray running.")] = False,
+    wait_s: Annotated[float, typer.Option(help="How long to wait for the bundled model.")] = 600,
+) -> None:
+    """Start or join Ray, deploy the control app, restore deployments, print URL and key."""
+    from cluster.bootstrap import start_control_plane, wait_for_task
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = _settings(
+        ray_address=ray_address,
+        host=host,
+        port=port,
+        storage_root=storage_root,
+        registry_db=registry_db,
+        api_key=api_key,
+    )
+    key, created = load_or_create_key(settings)
+    started = _connect(settings, start_local=True, detach=detach)
+    info = start_control_plane(settings, key_digest(key))
+    if info.default_task_id:
+        console.print("deploying the bundled all-MiniLM-L6-v2 as [bold]minilm[/] ...")
+        task = wait_for_task(info.registry, info.default_task_id, wait_s)
+        if task.status != "done":
+            console.print(f"[red]minilm is {task.status}: {task.error or task.detail}[/]")
+            raise typer.Exit(1)
+    _print_banner(info.url, key, settings, created)
+    if detach:
+        return
+    console.print("serving in the foreground; Ctrl-C stops" + (" Ray too." if started else "."))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+def _print_banner(url: str, key: str, settings: Settings, created: bool) -> None:
+    where = "new key, saved to" if created else "key from"
+    console.print(f"\n[bold green]modelyard is up[/] at {url}")
+    console.print(f"admin key ({where} {settings.key_path if not settings.api_key else 'env'}):")
+    console.print(f"  {key}\n")
+    console.print("try:")
+    console.print(
+        f"  curl -s {url}/v1/deployments/minilm/predict \\\n"
+        f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+        """    -d '{"args": {"texts": ["hello world"]}}'\n""",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@app.command()
+def down(
+    ray_address: RayAddress = None,
+    stop_ray: Annotated[bool, typer.Option(help="Also run 'ray stop' on this machine.")] = True,
+) -> None:
+    """Stop serving and remove the control actors; the registry database is kept."""
+    from cluster.bootstrap import stop_control_plane
+
+    settings = _settings(ray_address=ray_address)
+    try:
+        _connect(settings, start_local=False, detach=False)
+    except (ConnectionError, RuntimeError):
+        console.print("no running Ray cluster found; nothing to stop")
+        return
+    stop_control_plane()
+    console.print("modelyard stopped")
+    if stop_ray and not settings.ray_address:
+        import ray
+
+        ray.shutdown()
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop"], check=False)
+
+
+@app.command()
+def status(
+    host: Host = None, port: Port = None, storage_root: StorageRoot = None, api_key: ApiKey = None
+) -> None:
+    """Show the control plane's health and every deployment."""
+    import httpx
+
+    settings = _settings(host=host, port=port, storage_root=storage_root, api_key=api_key)
+    url = f"http://{settings.host}:{settings.port}"
+    key, _ = load_or_create_key(settings)
+    try:
+        resp = httpx.get(
+            f"{url}/v1/deployments", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        console.print(f"[red]modelyard is not reachable at {url}: {exc}[/]")
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        console.print(f"[red]{resp.status_code}: {resp.text}[/]")
+        raise typer.Exit(1)
+    console.print(f"modelyard at {url}: up")
+    for d in resp.json():
+        alloc = d.get("allocation") or {}
+        console.print(
+            f"  {d['name']:<24} {d['model_id']} v{d['model_version']:<4} {d['status']:<10} "
+            f"{alloc.get('running_replicas', 0)}/{alloc.get('target_replicas', 0)} replicas"
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The control plane's use cases, called by the thin HTTP routes.
+
+``ControlPlane`` takes its gateways (registry and operator actor handles, the router) in
+its constructor and does one thing per method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from cluster import errors, serving
+from cluster.metrics import Metrics
+from cluster.routing import Router
+from cluster.schemas import (
+    FINAL_TASK_STATES,
+    ClusterPublic,
+    DeploymentPublic,
+    DeploymentRecord,
+    EmbedArgs,
+    PredictRequest,
+    Task,
+)
+
+
+def _reached(wait_for: str, task: Task) -> bool:
+    if wait_for == "none" or task.status in FINAL_TASK_STATES:
+        return True
+    state = task.detail.get("allocation_state")
+    if wait_for == "starting":
+        return task.status != "pending"
+    if wait_for == "started":
+        return state in ("started", "fully_allocated")
+    return state == "fully_allocated"
+
+
+class ControlPlane:
+    def __init__(self, registry: Any, operator: Any, router: Router, metrics: Metrics) -> None:
+        self.registry = registry
+        self.operator = operator
+        self.router = router
+        self.metrics = metrics
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One registry call; the registry's own errors come back as themselves."""
+        from cluster.http import unwrap
+
+        try:
+            return await getattr(self.registry, method).remote(*args, **kwargs)
+        except Exception as exc:
+            raise unwrap(exc) from None
+
+    async def submit(self, method: str, req: Any, wait_for: str, timeout_s: float) -> Task:
+        """Create a task, wake the operator, and wait (bounded) for ``wait_for``."""
+        task: Task = await self.call(method, req)
+        self.operator.kick.remote()
+        return await self.wait_task(task, wait_for, timeout_s)
+
+    async def wait_task(self, task: Task, wait_for: str, timeout_s: float) -> Task:
+        deadline = time.monotonic() + timeout_s
+        while not _reached(wait_for, task) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            task = await self.call("get_task", task.id)
+        return task
+
+    async def describe(self, record: DeploymentRecord) -> DeploymentPublic:
+        apps = await serving.applications_async()
+        total, free = await asyncio.to_thread(serving.resources)
+        alloc = serving.allocation(apps.get(record.serve_app), total, free)
+        return DeploymentPublic(**record.model_dump(), app_name=record.serve_app, allocation=alloc)
+
+    async def cluster(self) -> ClusterPublic:
+        return await asyncio.to_thread(serving.cluster_view)
+
+    async def predict(self, name: str, req: PredictRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._predict(name, req)
+            outcome = "success"
+            return result
+        except errors.ModelyardError as exc:
+            outcome = exc.error_type
+            raise
+        finally:
+            self.metrics.observe(name, outcome, (time.perf_counter() - start) * 1000)
+
+    async def _predict(self, name: str, req: PredictRequest) -> dict[str, Any]:
+        route = await self.router.route(name)
+        args = req.args if req.args is not None else await _fetch_args(req.url or "")
+        if route.kind == "sentence-transformer":
+            EmbedArgs.model_validate(args)
+        response = self.router.handle(route).remote(args)
+        try:
+            out = await asyncio.wait_for(response, timeout=route.request_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise errors.UpstreamTimeout(
+                f"deployment '{name}' did not answer within {route.request_timeout_s:g}s "
+                "(config.request_timeout_s)"
+            ) from None
+        except Exception as exc:
+            raise _upstream_error(name, exc) from None
+        if not out["ok"]:
+            if out["error_type"] == "bad_input":
+                raise errors.BadRequest(out["error"])
+            raise errors.PredictorFailed(out["error"], traceback=out.get("traceback"))
+        return {
+            "status": "SUCCESS",
+            "result": out["result"],
+            "model_version": out["model_version"],
+            "request_id": req.request_id,
+        }
+
+
+def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:
+    from ray.serve.exceptions import BackPressureError
+
+    from cluster.http import unwrap
+
+    inner = unwrap(exc)
+    if isinstance(inner, BackPressureError):
+        return errors.Overloaded(
+            f"deployment '{name}' is at capacity: {inner}; retry later or raise "
+            "config.max_queued_requests / num_replicas",
+            retry_after_s=getattr(inner, "_retry_after_s", None) or 1.0,
+        )
+    if isinstance(inner, errors.ModelyardError):
+        return inner
+    return errors.NotReady(f"deployment '{name}' could not serve the request: {inner}")
+
+
+async def _fetch_args(url: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    import httpx
+
+    if url.startswith("file://"):
+        path = Path(url.removeprefix("file://"))
+        if not path.is_file():
+            raise errors.BadRequest(f"url {url} names no readable file")
+        text = await asyncio.to_thread(path.read_text)
+    elif url.startswith(("http://", "https://")):
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.get(url)
+            resp.raise_for_status()
+            text = resp.text
+    else:
+        raise errors.BadRequest("url must start with http://, https:// or file://")
+    try:
+        args = json.loads(text)
+    except ValueError as exc:
+        raise errors.BadRequest(f"the document at url is not JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise errors.BadRequest("the document at url must be a JSON object of args")
+    return args

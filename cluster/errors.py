@@ -1,0 +1,77 @@
+"""modelyard's exceptions, one tree, mapped to HTTP statuses in one table.
+
+ModelyardError                 500
+ +-- BadRequest                400
+ |    +-- CapacityError        400  (a request the cluster can never satisfy)
+ +-- Unauthorized              401
+ +-- NotFound                  404
+ +-- Conflict                  409
+ +-- Overloaded                429  (queue full; carries retry_after_s)
+ +-- PredictorFailed           500  (the model code raised; carries its traceback)
+ +-- NotReady                  503
+ +-- UpstreamTimeout           504
+"""
+
+from __future__ import annotations
+
+
+class ModelyardError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class BadRequest(ModelyardError):
+    status_code = 400
+    error_type = "bad_request"
+
+
+class CapacityError(BadRequest):
+    error_type = "insufficient_capacity"
+
+
+class Unauthorized(ModelyardError):
+    status_code = 401
+    error_type = "unauthorized"
+
+
+class NotFound(ModelyardError):
+    status_code = 404
+    error_type = "not_found"
+
+
+class Conflict(ModelyardError):
+    status_code = 409
+    error_type = "conflict"
+
+
+class Overloaded(ModelyardError):
+    status_code = 429
+    error_type = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PredictorFailed(ModelyardError):
+    status_code = 500
+    error_type = "predictor_error"
+
+    def __init__(self, message: str, traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class NotReady(ModelyardError):
+    status_code = 503
+    error_type = "not_ready"
+
+
+class UpstreamTimeout(ModelyardError):
+    status_code = 504
+    error_type = "timeout"

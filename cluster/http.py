@@ -1,0 +1,107 @@
+"""HTTP plumbing shared by every route: the JSON error format, the error table and auth.
+
+Errors always answer ``{"error": {"type", "message", "request_id"}}``; predictor failures
+add ``"traceback"`` and ``"status": "FAILURE"``, as a prediction response would.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cluster import errors
+from cluster.api.deps import get_key_digest
+from cluster.settings import key_digest
+
+logger = logging.getLogger("modelyard.http")
+
+
+def request_id(request: Request) -> str:
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def error_response(
+    request: Request, status: int, error_type: str, message: str, **extra: object
+) -> JSONResponse:
+    body: dict = {
+        "error": {"type": error_type, "message": message, "request_id": request_id(request)}
+    }
+    body.update(extra)
+    headers = {}
+    if status == 429:
+        headers["Retry-After"] = str(max(1, round(float(extra.pop("retry_after_s", 1)))))
+        body.pop("retry_after_s", None)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """A ``RayTaskError`` from an actor call carries the actor's own exception as ``cause``."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def _field_message(exc: RequestValidationError | ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the one mapping from exceptions to HTTP answers."""
+
+    @app.exception_handler(errors.ModelyardError)
+    async def _modelyard(request: Request, exc: errors.ModelyardError) -> JSONResponse:
+        return _answer(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, 422, "validation_error", _field_message(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
+        return error_response(request, 422, "validation_error", _field_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(request, exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _other(request: Request, exc: Exception) -> JSONResponse:
+        inner = unwrap(exc)
+        if isinstance(inner, errors.ModelyardError):
+            return _answer(request, inner)
+        logger.exception("unhandled error")
+        return error_response(request, 500, "internal_error", f"{type(inner).__name__}: {inner}")
+
+
+def _answer(request: Request, exc: errors.ModelyardError) -> JSONResponse:
+    extra: dict = {}
+    if isinstance(exc, errors.Overloaded):
+        extra["retry_after_s"] = exc.retry_after_s
+    if isinstance(exc, errors.PredictorFailed):
+        extra = {"status": "FAILURE", "traceback": exc.traceback}
+    return error_response(request, exc.status_code, exc.error_type, exc.message, **extra)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_key(
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Compare the bearer token with the admin key's digest, in constant time."""
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise errors.Unauthorized("missing 'Authorization: Bearer <key>' header")
+    if not hmac.compare_digest(key_digest(creds.credentials), get_key_digest()):
+        raise errors.Unauthorized("wrong API key")

@@ -1,0 +1,40 @@
+"""The control app: FastAPI under ``@serve.ingress``, one HTTP port for control and predictions."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from ray import serve
+
+from cluster.api import deployments, models, system, tasks
+from cluster.api.deps import configure
+from cluster.http import install_error_handlers, require_key
+
+app = FastAPI(title="modelyard", version="1")
+install_error_handlers(app)
+app.include_router(system.public)
+_v1 = [Depends(require_key)]
+for module in (tasks, deployments, models, system):
+    app.include_router(module.router, prefix="/v1", dependencies=_v1)
+
+
+@serve.deployment(name="Ingress", max_ongoing_requests=2048, ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, key_digest: str) -> None:
+        import ray
+
+        from cluster.control import ControlPlane
+        from cluster.metrics import Metrics
+        from cluster.registry import registry_handle
+        from cluster.routing import Router
+        from cluster.settings import NAMESPACE, OPERATOR_ACTOR
+
+        registry = registry_handle()
+        router = Router(registry)
+        router.start()
+        operator = ray.get_actor(OPERATOR_ACTOR, namespace=NAMESPACE)
+        configure(ControlPlane(registry, operator, router, Metrics()), key_digest)
+
+
+def build(key_digest: str):
+    return Ingress.bind(key_digest)

@@ -1,0 +1,254 @@
+"""The operator: a reconciler that makes Serve match what the registry says should run.
+
+Deploy and delete requests only write the desired state (a deployment record and a task);
+the operator compares it with Serve's actual applications on every tick and acts on the
+difference. Because it reads both sides fresh each time, a restarted registry, operator,
+ingress or whole cluster converges back without any replay log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cluster.schemas import (
+    RUNNING_STATES,
+    Allocation,
+    DeploymentRecord,
+    ModelVersion,
+    Task,
+)
+from cluster.serving import AppState
+
+logger = logging.getLogger("modelyard.operator")
+
+APP_NAME_RE = re.compile(r"^(?P<deployment>[a-z0-9-]+)--v(?P<version>\d+)$")
+
+
+class ServeGateway(Protocol):
+    def applications(self) -> dict[str, AppState]: ...
+    def resources(self) -> tuple[dict[str, float], dict[str, float]]: ...
+    def deploy(self, app_name: str, version: ModelVersion, record: DeploymentRecord) -> None: ...
+    def delete(self, app_name: str) -> None: ...
+
+
+@dataclass
+class Plan:
+    """What one reconcile tick decided: registry updates and Serve actions."""
+
+    deploy: list[DeploymentRecord] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def desired_status(record: DeploymentRecord, alloc: Allocation, app: AppState | None) -> dict:
+    """The deployment status that Serve's actual state implies."""
+    if app is None or app.status == "DELETING":
+        return {"status": "DEPLOYING"}
+    if alloc.allocation_state == "failed":
+        return {"status": "FAILED", "error": alloc.reason or "the Serve app failed to deploy"}
+    if alloc.allocation_state == "fully_allocated" and app.status == "RUNNING":
+        return {"status": "ACTIVE", "error": None}
+    if record.status == "ACTIVE" and alloc.running_replicas > 0:
+        return {"status": "ACTIVE", "error": None}
+    return {"status": "DEPLOYING", "error": alloc.reason}
+
+
+def plan(
+    deployments: list[DeploymentRecord],
+    open_tasks: list[Task],
+    apps: dict[str, AppState],
+    allocations: dict[str, Allocation],
+) -> Plan:
+    """Pure decision logic: compare desired with actual and say what to change."""
+    out = Plan()
+    wanted_apps = set()
+    by_name = {d.name: d for d in deployments}
+    for d in deployments:
+        app = apps.get(d.serve_app)
+        if d.status in RUNNING_STATES:
+            wanted_apps.add(d.serve_app)
+            if app is None:
+                out.deploy.append(d)
+            new = desired_status(d, allocations[d.serve_app], app)
+            if new["status"] != d.status or new.get("error") != d.error:
+                out.status[d.name] = new
+        elif d.status == "DELETING":
+            if app is None:
+                out.removed.append(d.name)
+            elif app.status != "DELETING":
+                out.delete.append(d.serve_app)
+    # Apps of versions no deployment serves any more (a delete that raced a restart).
+    for name, app in apps.items():
+        m = APP_NAME_RE.match(name)
+        if m and name not in wanted_apps and app.status != "DELETING" and name not in out.delete:
+            owner = by_name.get(m["deployment"])
+            if owner is None or owner.status != "DELETING":
+                out.delete.append(name)
+    for task in open_tasks:
+        update = _task_update(task, by_name, out, allocations)
+        if update:
+            out.tasks[task.id] = update
+    return out
+
+
+def _task_update(
+    task: Task,
+    by_name: dict[str, DeploymentRecord],
+    out: Plan,
+    allocations: dict[str, Allocation],
+) -> dict[str, Any] | None:
+    if task.kind == "deploy":
+        record = by_name.get(task.deployment_name or "")
+        if record is None or record.status == "DELETING":
+            return {"status": "canceled", "error": "the deployment was deleted"}
+        status = out.status.get(record.name, {}).get("status", record.status)
+        alloc = allocations.get(record.serve_app)
+        detail = {"allocation_state": alloc.allocation_state if alloc else None}
+        if status == "ACTIVE":
+            return {"status": "done", "detail": detail}
+        if status == "FAILED":
+            error = out.status.get(record.name, {}).get("error") or record.error
+            return {"status": "failed", "error": error, "detail": detail}
+        if task.status == "pending" or detail["allocation_state"] != task.detail.get(
+            "allocation_state"
+        ):
+            reason = alloc.reason if alloc else None
+            return {"status": "processing", "detail": {**detail, "reason": reason}}
+        return None
+    if task.kind == "delete":
+        names = task.detail.get("deployments", [])
+        left = [n for n in names if n in by_name and n not in out.removed]
+        if not left:
+            return {"status": "done"}
+        if task.status == "pending":
+            return {"status": "processing"}
+    return None
+
+
+class RayServeGateway:
+    """``ServeGateway`` backed by the real Serve controller."""
+
+    def applications(self) -> dict[str, AppState]:
+        from cluster import serving
+
+        return serving.applications()
+
+    def resources(self) -> tuple[dict[str, float], dict[str, float]]:
+        from cluster import serving
+
+        return serving.resources()
+
+    def deploy(self, app_name: str, version: ModelVersion, record: DeploymentRecord) -> None:
+        from cluster import serving
+
+        serving.deploy_app(app_name, version, record.config)
+
+    def delete(self, app_name: str) -> None:
+        from cluster import serving
+
+        serving.delete_app(app_name)
+
+
+class Operator:
+    """Runs ``plan`` against the registry and Serve in a loop (as a detached actor)."""
+
+    def __init__(self, registry: Any, gateway: ServeGateway | None = None, tick_s: float = 0.5):
+        self._registry = registry
+        self._gateway = gateway or RayServeGateway()
+        self._tick_s = tick_s
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self._thread.start()
+
+    def ping(self) -> bool:
+        return True
+
+    def kick(self) -> None:
+        """Reconcile now instead of at the next tick."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            try:
+                self.reconcile_once()
+            except Exception:  # keep reconciling; the next tick re-reads everything
+                logger.exception("reconcile failed")
+            self._wake.wait(self._tick_s)
+            self._wake.clear()
+
+    def reconcile_once(self) -> Plan:
+        import ray
+
+        with self._lock:
+            deployments = ray.get(self._registry.list_deployments.remote())
+            tasks = ray.get(self._registry.open_tasks.remote())
+            apps = self._gateway.applications()
+            total, free = self._gateway.resources()
+            from cluster.serving import allocation
+
+            allocations = {
+                d.serve_app: allocation(apps.get(d.serve_app), total, free) for d in deployments
+            }
+            p = plan(deployments, tasks, apps, allocations)
+            self._apply(p)
+            return p
+
+    def _apply(self, p: Plan) -> None:
+        import ray
+
+        reg = self._registry
+        for record in p.deploy:
+            try:
+                version = ray.get(reg.get_version.remote(record.model_id, record.model_version))
+                self._gateway.deploy(record.serve_app, version, record)
+            except Exception as exc:  # a bad artifact or config: record it, do not retry
+                logger.exception("deploy of %s failed", record.name)
+                p.status[record.name] = {"status": "FAILED", "error": f"deploy failed: {exc}"}
+        for app_name in p.delete:
+            self._gateway.delete(app_name)
+        updates = [reg.update_deployment.remote(n, **f) for n, f in p.status.items()]
+        updates += [reg.remove_deployment.remote(n) for n in p.removed]
+        updates += [reg.update_task.remote(t, **f) for t, f in p.tasks.items()]
+        ray.get(updates)
+
+
+def get_or_create_operator(head_node_id: str | None = None):
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from cluster.registry import registry_handle
+    from cluster.settings import NAMESPACE, OPERATOR_ACTOR
+
+    options: dict[str, Any] = {
+        "name": OPERATOR_ACTOR,
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "max_concurrency": 4,
+        "num_cpus": 0,
+    }
+    if head_node_id:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head_node_id, soft=False)
+    actor = ray.remote(Operator).options(**options).remote(registry_handle())
+    ray.get(actor.ping.remote(), timeout=60)
+    return actor
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()

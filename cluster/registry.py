@@ -1,0 +1,334 @@
+"""The registry: models, versions, deployments and tasks, written through to SQLite.
+
+``RegistryCore`` is plain Python (unit-testable); ``get_or_create_registry`` runs it as a
+detached, restartable, named actor. Every mutating method validates first and changes
+nothing when it raises.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cluster import errors
+from cluster.schemas import (
+    FINAL_TASK_STATES,
+    RUNNING_STATES,
+    DeleteRequest,
+    DeploymentRecord,
+    DeploymentStatus,
+    DeploymentUpdate,
+    DeployRequest,
+    ModelCreate,
+    ModelPublic,
+    ModelVersion,
+    Page,
+    Task,
+    TaskKind,
+    VersionCreate,
+    utcnow,
+)
+from cluster.store import Store
+
+
+def deployment_name_for(model_id: str) -> str:
+    """A valid deployment name from a model id: 'all-MiniLM-L6-v2' -> 'all-minilm-l6-v2'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", model_id.lower()).strip("-")
+    return slug[:63].rstrip("-") or "model"
+
+
+class RegistryCore:
+    def __init__(self, db_path: str | Path) -> None:
+        self._store = Store(Path(db_path))
+        self._models: dict[str, ModelCreate] = dict(self._store.load("models", ModelCreate))
+        self._versions: dict[str, list[ModelVersion]] = {}
+        for _, v in self._store.load("versions", ModelVersion):
+            self._versions.setdefault(v.model_id, []).append(v)
+        self._deployments = dict(self._store.load("deployments", DeploymentRecord))
+        self._tasks = dict(self._store.load("tasks", Task))
+        # Changes whenever routing-relevant state changes; a fresh boot id makes a restarted
+        # registry look changed to every cached reader.
+        self._boot = uuid.uuid4().hex[:8]
+        self._generation = 0
+
+    def ping(self) -> str:
+        return self._boot
+
+    # ------------------------------------------------------------ models
+
+    def register_model(self, req: ModelCreate) -> ModelVersion:
+        if req.model_id in self._models:
+            raise errors.Conflict(
+                f"model '{req.model_id}' exists; add a version with "
+                f"POST /v1/models/{req.model_id}/versions"
+            )
+        self._models[req.model_id] = req
+        self._store.put("models", req.model_id, req)
+        return self._add_version(req.model_id, req, source="registered")
+
+    def add_version(
+        self, model_id: str, req: VersionCreate, source: str = "registered"
+    ) -> ModelVersion:
+        self._model(model_id)
+        return self._add_version(model_id, req, source)
+
+    def _add_version(self, model_id: str, req: VersionCreate, source: str) -> ModelVersion:
+        model = self._models[model_id]
+        versions = self._versions.setdefault(model_id, [])
+        version = ModelVersion(
+            model_id=model_id,
+            version=len(versions) + 1,
+            kind=model.kind,
+            artifact_uri=req.artifact_uri,
+            predictor=model.predictor,
+            predictor_kwargs=model.predictor_kwargs,
+            metrics=req.metrics,
+            source=source,
+        )
+        versions.append(version)
+        self._store.put("versions", f"{model_id}@{version.version}", version)
+        return version
+
+    def _model(self, model_id: str) -> ModelCreate:
+        try:
+            return self._models[model_id]
+        except KeyError:
+            raise errors.NotFound(f"model '{model_id}' is not registered") from None
+
+    def get_model(self, model_id: str) -> ModelPublic:
+        model = self._model(model_id)
+        versions = self._versions.get(model_id, [])
+        return ModelPublic(
+            model_id=model_id,
+            kind=model.kind,
+            predictor=model.predictor,
+            latest_version=versions[-1].version,
+            versions=[v.version for v in versions],
+            created_at=versions[0].created_at,
+        )
+
+    def list_models(self) -> list[ModelPublic]:
+        return [self.get_model(m) for m in self._models]
+
+    def list_versions(self, model_id: str) -> list[ModelVersion]:
+        self._model(model_id)
+        return list(self._versions.get(model_id, []))
+
+    def get_version(self, model_id: str, version: int | None = None) -> ModelVersion:
+        versions = self.list_versions(model_id)
+        if version is None:
+            return versions[-1]
+        if not 1 <= version <= len(versions):
+            raise errors.NotFound(
+                f"model '{model_id}' has no version {version}; versions are 1..{len(versions)}"
+            )
+        return versions[version - 1]
+
+    # ------------------------------------------------------------ deployments
+
+    def get_deployment(self, name: str) -> DeploymentRecord:
+        try:
+            return self._deployments[name]
+        except KeyError:
+            raise errors.NotFound(f"deployment '{name}' does not exist") from None
+
+    def list_deployments(self) -> list[DeploymentRecord]:
+        return list(self._deployments.values())
+
+    def _put_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
+        record.updated_at = utcnow()
+        self._deployments[record.name] = record
+        self._store.put("deployments", record.name, record)
+        self._generation += 1
+        return record
+
+    def update_deployment(self, name: str, **fields: Any) -> DeploymentRecord:
+        """Set fields the control plane owns (status, error, versions)."""
+        record = self.get_deployment(name).model_copy(update=fields)
+        return self._put_deployment(DeploymentRecord.model_validate(record.model_dump()))
+
+    def patch_deployment(self, name: str, req: DeploymentUpdate) -> DeploymentRecord:
+        return self.update_deployment(name, **req.model_dump(exclude_none=True))
+
+    def remove_deployment(self, name: str) -> None:
+        if self._deployments.pop(name, None) is not None:
+            self._store.delete("deployments", name)
+            self._generation += 1
+
+    def routing_snapshot(self, known: str | None = None) -> tuple[str, dict[str, dict] | None]:
+        """What the ingress needs to route predictions; ``None`` when ``known`` is current."""
+        generation = f"{self._boot}:{self._generation}"
+        if generation == known:
+            return generation, None
+        table = {}
+        for d in self._deployments.values():
+            kind = self._models[d.model_id].kind if d.model_id in self._models else None
+            table[d.name] = {
+                "status": d.status,
+                "kind": kind,
+                "model_version": d.model_version,
+                "app_name": d.serve_app,
+                "request_timeout_s": d.config.request_timeout_s,
+            }
+        return generation, table
+
+    # ------------------------------------------------------------ tasks
+
+    def _new_task(self, kind: TaskKind, **fields: Any) -> Task:
+        task = Task(id=f"{kind.value}-{uuid.uuid4().hex[:16]}", kind=kind, **fields)
+        return self._put_task(task)
+
+    def _put_task(self, task: Task) -> Task:
+        task.updated_at = utcnow()
+        self._tasks[task.id] = task
+        self._store.put("tasks", task.id, task)
+        return task
+
+    def get_task(self, task_id: str, kind: str | None = None) -> Task:
+        task = self._tasks.get(task_id)
+        if task is None or (kind is not None and task.kind != kind):
+            raise errors.NotFound(f"no {kind or ''} task with id '{task_id}'".replace("  ", " "))
+        return task
+
+    def update_task(self, task_id: str, **fields: Any) -> Task:
+        task = self.get_task(task_id)
+        if task.status in FINAL_TASK_STATES:
+            return task
+        detail = {**task.detail, **fields.pop("detail", {})}
+        updated = Task.model_validate({**task.model_dump(), **fields, "detail": detail})
+        return self._put_task(updated)
+
+    def latest_task(self, kind: str, model_id: str) -> Task:
+        for task in reversed(list(self._tasks.values())):
+            if task.kind == kind and task.model_id == model_id:
+                return task
+        raise errors.NotFound(f"model '{model_id}' has no {kind} task")
+
+    def list_tasks(
+        self,
+        kind: str | None = None,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page:
+        """Tasks oldest first: a stable order, so paging never skips or repeats one."""
+        matching = [
+            t
+            for t in self._tasks.values()
+            if (kind is None or t.kind == kind) and (status is None or t.status == status)
+        ]
+        return Page(
+            items=matching[offset : offset + limit], total=len(matching), offset=offset, limit=limit
+        )
+
+    def open_tasks(self) -> list[Task]:
+        return [t for t in self._tasks.values() if t.status not in FINAL_TASK_STATES]
+
+    # ------------------------------------------------------------ deploy / delete
+
+    def create_deploy_task(self, req: DeployRequest) -> Task:
+        version = self.get_version(req.model_id, req.version)
+        name = req.deployment_name or deployment_name_for(req.model_id)
+        existing = self._deployments.get(name)
+        if existing is not None:
+            return self._redeploy(existing, req, version.version)
+        record = DeploymentRecord(
+            name=name,
+            model_id=req.model_id,
+            model_version=version.version,
+            config=req.config,
+            description=req.description,
+        )
+        self._put_deployment(record)
+        return self._new_task(
+            TaskKind.DEPLOY,
+            model_id=req.model_id,
+            deployment_name=name,
+            detail={"model_version": version.version, "wait_for": req.wait_for},
+        )
+
+    def _redeploy(self, existing: DeploymentRecord, req: DeployRequest, version: int) -> Task:
+        same = (
+            existing.model_id == req.model_id
+            and existing.model_version == version
+            and existing.config == req.config
+            and existing.status in RUNNING_STATES
+        )
+        if same:
+            # Deploying what is already there is a no-op: answer with the task that made it.
+            return self.latest_task(TaskKind.DEPLOY.value, req.model_id)
+        if existing.status not in ("FAILED", "STOPPED"):
+            raise errors.Conflict(
+                f"deployment '{existing.name}' already serves {existing.model_id} "
+                f"v{existing.model_version} ({existing.status}); delete it first, pick another "
+                "deployment_name, or change it with PATCH /v1/deployments/{name}"
+            )
+        if existing.model_id != req.model_id:
+            raise errors.Conflict(
+                f"deployment '{existing.name}' belongs to model '{existing.model_id}'; "
+                "delete it first or pick another deployment_name"
+            )
+        self.update_deployment(
+            existing.name,
+            model_version=version,
+            config=req.config,
+            status=DeploymentStatus.PENDING,
+            error=None,
+        )
+        return self._new_task(
+            TaskKind.DEPLOY,
+            model_id=req.model_id,
+            deployment_name=existing.name,
+            detail={"model_version": version, "wait_for": req.wait_for},
+        )
+
+    def create_delete_task(self, req: DeleteRequest) -> Task:
+        if req.deployment_name is not None:
+            targets = [self.get_deployment(req.deployment_name)]
+        else:
+            self._model(req.model_id)
+            targets = [d for d in self._deployments.values() if d.model_id == req.model_id]
+            if not targets:
+                raise errors.NotFound(f"model '{req.model_id}' has no deployments to delete")
+        for record in targets:
+            self.update_deployment(record.name, status=DeploymentStatus.DELETING)
+        return self._new_task(
+            TaskKind.DELETE,
+            model_id=targets[0].model_id,
+            deployment_name=targets[0].name if len(targets) == 1 else None,
+            detail={"deployments": [t.name for t in targets], "reason": req.reason},
+        )
+
+
+def get_or_create_registry(db_path: str | Path, head_node_id: str | None = None):
+    """The detached registry actor, created once per cluster; safe to call concurrently."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from cluster.settings import NAMESPACE, REGISTRY_ACTOR
+
+    options: dict[str, Any] = {
+        "name": REGISTRY_ACTOR,
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "num_cpus": 0,
+    }
+    if head_node_id:
+        # The SQLite file lives on the head node's disk; keep the actor beside it.
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head_node_id, soft=False)
+    actor = ray.remote(RegistryCore).options(**options).remote(str(db_path))
+    ray.get(actor.ping.remote(), timeout=60)
+    return actor
+
+
+def registry_handle():
+    import ray
+
+    from cluster.settings import NAMESPACE, REGISTRY_ACTOR
+
+    return ray.get_actor(REGISTRY_ACTOR, namespace=NAMESPACE)

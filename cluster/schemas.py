@@ -1,0 +1,333 @@
+"""The API's data shapes, one family per concept (``*Create`` / ``*Update`` / ``*Public``).
+
+Every schema here is what the HTTP API accepts or returns and what the registry stores;
+validation messages say what to change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+IMPORT_PATH_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+
+# ---------------------------------------------------------------- models
+
+
+class ModelKind(str, Enum):
+    SENTENCE_TRANSFORMER = "sentence-transformer"
+    TORCH = "torch"
+    CUSTOM = "custom"
+
+
+class VersionCreate(Schema):
+    artifact_uri: str = Field(min_length=1, description="Directory or file holding the weights.")
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelCreate(VersionCreate):
+    model_id: str = Field(pattern=MODEL_ID_PATTERN)
+    kind: ModelKind
+    predictor: str | None = Field(
+        default=None,
+        pattern=IMPORT_PATH_PATTERN,
+        description="'package.module:Name': the nn.Module class (torch) or predictor class "
+        "(custom).",
+    )
+    predictor_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the predictor's constructor."
+    )
+
+    @model_validator(mode="after")
+    def _predictor_for_kind(self) -> ModelCreate:
+        if self.kind != ModelKind.SENTENCE_TRANSFORMER.value and not self.predictor:
+            raise ValueError(
+                f"kind '{self.kind}' needs 'predictor': the import path 'module:Class' "
+                "of the class to load"
+            )
+        return self
+
+
+class ModelVersion(Schema):
+    model_id: str
+    version: int
+    kind: ModelKind
+    artifact_uri: str
+    predictor: str | None = None
+    predictor_kwargs: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    source: str = "registered"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelPublic(Schema):
+    model_id: str
+    kind: ModelKind
+    predictor: str | None = None
+    latest_version: int
+    versions: list[int]
+    created_at: datetime
+
+
+# ---------------------------------------------------------------- deployment config
+
+
+class Resources(Schema):
+    num_gpus: float = Field(default=0, ge=0, description="GPUs per replica; fractions allowed.")
+    num_cpus: float = Field(default=1, ge=0, description="CPUs per replica.")
+    memory: int | None = Field(default=None, ge=0, description="Bytes of memory per replica.")
+
+    def as_ray_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"num_gpus": self.num_gpus, "num_cpus": self.num_cpus}
+        if self.memory:
+            opts["memory"] = self.memory
+        return opts
+
+
+class Autoscaling(Schema):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=8, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})"
+            )
+        return self
+
+
+class DeploymentConfig(Schema):
+    num_replicas: int | None = Field(default=None, ge=1, le=1024)
+    autoscaling: Autoscaling | None = None
+    resources: Resources = Field(default_factory=Resources)
+    max_ongoing_requests: int = Field(
+        default=64, ge=1, le=10_000, description="Requests one replica works on at once."
+    )
+    max_queued_requests: int = Field(
+        default=256,
+        ge=-1,
+        le=1_000_000,
+        description="Requests that may wait for a replica; more are answered 429. -1: no limit.",
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    batch_wait_timeout_ms: float = Field(default=5, ge=0, le=60_000)
+    request_timeout_s: float = Field(default=60, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeploymentConfig:
+        if self.num_replicas is not None and self.autoscaling is not None:
+            raise ValueError("set either num_replicas or autoscaling, not both")
+        if self.max_batch_size > self.max_ongoing_requests:
+            raise ValueError(
+                f"max_batch_size ({self.max_batch_size}) must be <= max_ongoing_requests "
+                f"({self.max_ongoing_requests}): a replica never holds more requests than that"
+            )
+        return self
+
+    @property
+    def replicas_wanted(self) -> int:
+        if self.autoscaling is not None:
+            return max(self.autoscaling.min_replicas, 1)
+        return self.num_replicas or 1
+
+
+class DeploymentStatus(str, Enum):
+    PENDING = "PENDING"
+    DEPLOYING = "DEPLOYING"
+    ACTIVE = "ACTIVE"
+    UPDATING = "UPDATING"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+    DELETING = "DELETING"
+
+
+RUNNING_STATES = {"PENDING", "DEPLOYING", "ACTIVE", "UPDATING"}
+
+
+class DeploymentRecord(Schema):
+    """A deployment as the registry keeps it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    model_id: str
+    model_version: int
+    pending_model_version: int | None = None
+    config: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    status: DeploymentStatus = DeploymentStatus.PENDING
+    error: str | None = None
+    auto_deploy: bool = False
+    skip_metrics_check: bool = False
+    description: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def serve_app(self) -> str:
+        return app_name(self.name, self.model_version)
+
+
+def app_name(deployment: str, version: int) -> str:
+    """Each served version is its own Serve app, so two versions can run side by side."""
+    return f"{deployment}--v{version}"
+
+
+class ReplicaView(Schema):
+    node_id: str | None = None
+    routing_state: Literal["starting", "started", "stopping", "failed"]
+    reason: str | None = None
+
+
+class Allocation(Schema):
+    allocation_state: Literal["starting", "started", "fully_allocated", "failed", "stopped"]
+    target_replicas: int = 0
+    running_replicas: int = 0
+    routing_table: dict[str, ReplicaView] = Field(default_factory=dict)
+    start_time: datetime | None = None
+    reason: str | None = None
+
+
+class DeploymentPublic(DeploymentRecord):
+    app_name: str
+    allocation: Allocation | None = None
+
+
+class DeploymentUpdate(Schema):
+    description: str | None = None
+    auto_deploy: bool | None = None
+    skip_metrics_check: bool | None = None
+
+
+# ---------------------------------------------------------------- tasks
+
+
+class TaskStatus(str, Enum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    REFUSED = "refused"
+
+
+FINAL_TASK_STATES = {"done", "failed", "canceled", "refused"}
+
+
+class TaskKind(str, Enum):
+    DEPLOY = "deploy"
+    DELETE = "delete"
+
+
+class Task(Schema):
+    id: str
+    kind: TaskKind
+    status: TaskStatus = TaskStatus.PENDING
+    detail: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    model_id: str | None = None
+    deployment_name: str | None = None
+    parent_task_id: str | None = None
+    idempotency_key: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_TASK_STATES
+
+
+WaitFor = Literal["none", "starting", "started", "fully_allocated"]
+
+
+class DeployRequest(Schema):
+    model_id: str = Field(pattern=MODEL_ID_PATTERN)
+    version: int | None = Field(default=None, ge=1, description="Default: the latest version.")
+    deployment_name: str | None = Field(
+        default=None, pattern=NAME_PATTERN, description="Default: derived from model_id."
+    )
+    config: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    description: str = ""
+    wait_for: WaitFor = Field(
+        default="none",
+        description="Answer once the deployment reaches this state (or timeout_s passes).",
+    )
+    timeout_s: float = Field(default=30, gt=0, le=600)
+
+
+class DeleteRequest(Schema):
+    model_id: str | None = Field(default=None, pattern=MODEL_ID_PATTERN)
+    deployment_name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    reason: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DeleteRequest:
+        if (self.model_id is None) == (self.deployment_name is None):
+            raise ValueError("give exactly one of model_id and deployment_name")
+        return self
+
+
+# ---------------------------------------------------------------- predictions
+
+
+class PredictRequest(Schema):
+    args: dict[str, Any] | None = None
+    url: str | None = Field(default=None, description="http(s) or file URL of a JSON args object.")
+    request_id: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _args_or_url(self) -> PredictRequest:
+        if (self.args is None) == (self.url is None):
+            raise ValueError("give exactly one of args and url")
+        return self
+
+
+class PredictResponse(Schema):
+    status: Literal["SUCCESS", "FAILURE"] = "SUCCESS"
+    result: Any = None
+    model_version: int | None = None
+    request_id: str | None = None
+
+
+class EmbedArgs(Schema):
+    """``args`` of a sentence-transformer prediction."""
+
+    texts: list[str] = Field(min_length=1, max_length=4096)
+
+
+# ---------------------------------------------------------------- cluster
+
+
+class NodePublic(Schema):
+    node_id: str
+    alive: bool
+    address: str | None = None
+    resources_total: dict[str, float]
+
+
+class ClusterPublic(Schema):
+    nodes: list[NodePublic]
+    gpus_total: float
+    gpus_free: float
+    cpus_total: float
+    cpus_free: float
+
+
+class Page(Schema):
+    items: list[Any]
+    total: int
+    offset: int
+    limit: int

@@ -1,0 +1,75 @@
+"""Runtime configuration: one ``Settings`` object, read from ``MODELYARD_*`` variables."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NAMESPACE = "modelyard"
+REGISTRY_ACTOR = "modelyard-registry"
+OPERATOR_ACTOR = "modelyard-operator"
+CONTROL_APP = "modelyard"
+KEY_FILE = "admin.key"
+
+
+class Settings(BaseSettings):
+    """Every option is also a ``modelyard up`` flag of the same name."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", extra="ignore")
+
+    ray_address: str = Field(
+        default="", description="Ray cluster to join; empty starts a local Ray."
+    )
+    host: str = Field(default="127.0.0.1", description="HTTP bind address of the Serve proxy.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the Serve proxy.")
+    storage_root: Path = Field(
+        default=Path("~/.modelyard"),
+        description="Artifacts, checkpoints, the registry database and the key file.",
+    )
+    registry_db: Path | None = Field(
+        default=None, description="SQLite file of the registry; default <storage_root>/registry.db."
+    )
+    api_key: str | None = Field(
+        default=None, description="Admin key; generated and saved under storage_root when unset."
+    )
+
+    @property
+    def root(self) -> Path:
+        return self.storage_root.expanduser().resolve()
+
+    @property
+    def db_path(self) -> Path:
+        path = self.registry_db if self.registry_db is not None else self.root / "registry.db"
+        return path.expanduser().resolve()
+
+    @property
+    def key_path(self) -> Path:
+        return self.root / KEY_FILE
+
+
+def load_or_create_key(settings: Settings) -> tuple[str, bool]:
+    """The admin key: from settings, else the key file, else a new one saved with mode 0600.
+
+    Returns the key and whether it was created now.
+    """
+    if settings.api_key:
+        return settings.api_key, False
+    path = settings.key_path
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = "my-" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key, True
+
+
+def key_digest(key: str) -> str:
+    """What the ingress keeps instead of the key itself: Serve configs are readable."""
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""What runs inside model replicas: the generic ``ModelServer`` and the model kinds it loads."""

@@ -1,0 +1,135 @@
+"""Model kinds: how a replica loads a model version and runs a batch of requests.
+
+Each predictor follows the request's life: ``setup`` (load weights on the device),
+``decode`` (validate one request's args), ``predict_batch`` (one call for many requests)
+and ``warmup`` (one throw-away prediction before the replica reports healthy).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from serve_apps import artifacts
+
+
+def import_path(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"'{path}' is not an import path of the form 'package.module:Name'")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+class Predictor:
+    def __init__(self, spec: dict[str, Any], device: str) -> None:
+        self.spec = spec
+        self.device = device
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def decode(self, args: dict[str, Any]) -> Any:
+        return args
+
+    def predict_batch(self, items: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        return None
+
+
+class SentenceTransformerPredictor(Predictor):
+    """``args = {"texts": [...]}`` -> ``{"embeddings": [[...], ...]}``."""
+
+    def setup(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = artifacts.resolve(self.spec["artifact_uri"])
+        self.model = SentenceTransformer(str(path), device=self.device)
+
+    def decode(self, args: dict[str, Any]) -> list[str]:
+        texts = args.get("texts")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError("args.texts must be a non-empty list of strings")
+        return texts
+
+    def predict_batch(self, items: list[list[str]]) -> list[Any]:
+        flat = [t for texts in items for t in texts]
+        vectors = self.model.encode(flat, batch_size=max(len(flat), 1), convert_to_numpy=True)
+        out, start = [], 0
+        for texts in items:
+            out.append({"embeddings": vectors[start : start + len(texts)].tolist()})
+            start += len(texts)
+        return out
+
+    def warmup(self) -> None:
+        self.predict_batch([["modelyard warm-up"]])
+
+
+class TorchPredictor(Predictor):
+    """An ``nn.Module`` class plus a state dict. ``args = {"inputs": [[...], ...]}``."""
+
+    def setup(self) -> None:
+        import torch
+
+        cls = import_path(self.spec["predictor"])
+        module = cls(**self.spec.get("predictor_kwargs", {}))
+        path = artifacts.resolve(self.spec["artifact_uri"])
+        module.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        self.module = module.to(self.device).eval()
+
+    def decode(self, args: dict[str, Any]) -> Any:
+        import torch
+
+        if "inputs" not in args:
+            raise ValueError("args.inputs is required: a list of input rows")
+        return torch.as_tensor(args["inputs"], dtype=torch.float32)
+
+    def predict_batch(self, items: list[Any]) -> list[Any]:
+        import torch
+
+        with torch.inference_mode():
+            outputs = self.module(torch.cat(items).to(self.device)).cpu()
+        results, start = [], 0
+        for x in items:
+            results.append({"outputs": outputs[start : start + len(x)].tolist()})
+            start += len(x)
+        return results
+
+
+class CustomPredictor(Predictor):
+    """A user class: ``__init__(artifact_path, device, **predictor_kwargs)``, then
+    ``predict(**args)`` and optionally ``predict_batch(list_of_args)`` and ``warmup()``."""
+
+    def setup(self) -> None:
+        cls = import_path(self.spec["predictor"])
+        uri = self.spec["artifact_uri"]
+        path = str(artifacts.resolve(uri)) if uri else ""
+        self.impl = cls(path, self.device, **self.spec.get("predictor_kwargs", {}))
+
+    def predict_batch(self, items: list[dict[str, Any]]) -> list[Any]:
+        if hasattr(self.impl, "predict_batch"):
+            return list(self.impl.predict_batch(items))
+        return [self.impl.predict(**args) for args in items]
+
+    def warmup(self) -> None:
+        if hasattr(self.impl, "warmup"):
+            self.impl.warmup()
+
+
+KINDS: dict[str, type[Predictor]] = {
+    "sentence-transformer": SentenceTransformerPredictor,
+    "torch": TorchPredictor,
+    "custom": CustomPredictor,
+}
+
+
+def load(spec: dict[str, Any], device: str) -> Predictor:
+    try:
+        cls = KINDS[spec["kind"]]
+    except KeyError:
+        raise ValueError(f"unknown model kind '{spec['kind']}'; known: {sorted(KINDS)}") from None
+    predictor = cls(spec, device)
+    predictor.setup()
+    predictor.warmup()
+    return predictor

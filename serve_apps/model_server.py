@@ -1,0 +1,91 @@
+"""``ModelServer``: the one Serve deployment class every model version runs in.
+
+A replica loads its version by kind (see ``serve_apps.kinds``), on the GPU when Ray gave
+it one and CUDA is there, else on the CPU; warms up before it reports healthy; and batches
+concurrent requests with ``@serve.batch``, whose size and wait come from ``user_config`` and
+change through ``reconfigure`` without a restart.
+
+Each call answers a plain dict, never raises for a request's own failure:
+``{"ok": True, "result": ..., "model_version": N}`` or
+``{"ok": False, "error_type": "bad_input" | "predictor_error", "error": ..., "traceback": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import traceback
+from typing import Any
+
+from ray import serve
+
+from serve_apps import kinds
+
+
+def pick_device() -> str:
+    import ray
+    import torch
+
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _failure(kind: str, exc: BaseException) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error_type": kind,
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+@serve.deployment(name="ModelServer")
+class ModelServer:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import torch
+
+        # Ray gives each replica its CPU share; let torch use exactly that many threads.
+        threads = int(float(os.environ.get("OMP_NUM_THREADS", "0") or 0))
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.version = int(spec["version"])
+        self.device = pick_device()
+        self.predictor = kinds.load(spec, self.device)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._predict_batch.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
+        self._predict_batch.set_batch_wait_timeout_s(
+            float(user_config.get("batch_wait_timeout_s", 0.005))
+        )
+
+    def check_health(self) -> None:
+        if self.predictor is None:
+            raise RuntimeError("model not loaded")
+
+    def info(self) -> dict[str, Any]:
+        import ray
+
+        return {
+            "model_version": self.version,
+            "device": self.device,
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
+    async def __call__(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            item = self.predictor.decode(args)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _failure("bad_input", exc)
+        try:
+            result = await self._predict_batch(item)
+        except Exception as exc:
+            return _failure("predictor_error", exc)
+        return {"ok": True, "result": result, "model_version": self.version}
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _predict_batch(self, items: list[Any]) -> list[Any]:
+        # The model runs in a worker thread so the replica keeps accepting requests and
+        # forming the next batch while this one computes.
+        return await asyncio.to_thread(self.predictor.predict_batch, items)
