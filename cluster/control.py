@@ -55,6 +55,7 @@ class ControlPlane:
         """Create a task, wake the operator, and wait (bounded) for ``wait_for``."""
         task: Task = await self.call(method, req)
         self.operator.kick.remote()
+        await self.router.refresh()
         return await self.wait_task(task, wait_for, timeout_s)
 
     async def wait_task(self, task: Task, wait_for: str, timeout_s: float) -> Task:

@@ -30,8 +30,9 @@ def request_id(request: Request) -> str:
 
 
 def error_response(
-    request: Request, status: int, error_type: str, message: str, **extra: object
+    request: Request, status: int, error_type: str, message: str, /, **extra: object
 ) -> JSONResponse:
+    # Positional-only: a predictor failure's body carries its own "status": "FAILURE".
     body: dict = {
         "error": {"type": error_type, "message": message, "request_id": request_id(request)}
     }

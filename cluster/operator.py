@@ -116,11 +116,9 @@ def _task_update(
         if status == "FAILED":
             error = out.status.get(record.name, {}).get("error") or record.error
             return {"status": "failed", "error": error, "detail": detail}
-        if task.status == "pending" or detail["allocation_state"] != task.detail.get(
-            "allocation_state"
-        ):
-            reason = alloc.reason if alloc else None
-            return {"status": "processing", "detail": {**detail, "reason": reason}}
+        detail["reason"] = alloc.reason if alloc else None
+        if task.status == "pending" or any(task.detail.get(k) != v for k, v in detail.items()):
+            return {"status": "processing", "detail": detail}
         return None
     if task.kind == "delete":
         names = task.detail.get("deployments", [])
@@ -189,8 +187,7 @@ class Operator:
         import ray
 
         with self._lock:
-            deployments = ray.get(self._registry.list_deployments.remote())
-            tasks = ray.get(self._registry.open_tasks.remote())
+            deployments, tasks = ray.get(self._registry.reconcile_view.remote())
             apps = self._gateway.applications()
             total, free = self._gateway.resources()
             from cluster.serving import allocation
@@ -199,10 +196,10 @@ class Operator:
                 d.serve_app: allocation(apps.get(d.serve_app), total, free) for d in deployments
             }
             p = plan(deployments, tasks, apps, allocations)
-            self._apply(p)
+            self._apply(p, {d.name: d.status for d in deployments})
             return p
 
-    def _apply(self, p: Plan) -> None:
+    def _apply(self, p: Plan, seen: dict[str, str]) -> None:
         import ray
 
         reg = self._registry
@@ -215,7 +212,7 @@ class Operator:
                 p.status[record.name] = {"status": "FAILED", "error": f"deploy failed: {exc}"}
         for app_name in p.delete:
             self._gateway.delete(app_name)
-        updates = [reg.update_deployment.remote(n, **f) for n, f in p.status.items()]
+        updates = [reg.observe_deployment.remote(n, seen[n], **f) for n, f in p.status.items()]
         updates += [reg.remove_deployment.remote(n) for n in p.removed]
         updates += [reg.update_task.remote(t, **f) for t, f in p.tasks.items()]
         ray.get(updates)

@@ -71,7 +71,9 @@ class RegistryCore:
     def add_version(
         self, model_id: str, req: VersionCreate, source: str = "registered"
     ) -> ModelVersion:
-        self._model(model_id)
+        model = self._model(model_id)
+        if model.kind != "custom" and not req.artifact_uri:
+            raise errors.BadRequest(f"kind '{model.kind}' needs 'artifact_uri': where weights are")
         return self._add_version(model_id, req, source)
 
     def _add_version(self, model_id: str, req: VersionCreate, source: str) -> ModelVersion:
@@ -148,6 +150,18 @@ class RegistryCore:
         """Set fields the control plane owns (status, error, versions)."""
         record = self.get_deployment(name).model_copy(update=fields)
         return self._put_deployment(DeploymentRecord.model_validate(record.model_dump()))
+
+    def observe_deployment(self, name: str, seen_status: str, **fields: Any) -> None:
+        """The operator's status update, applied only if nobody changed the status since the
+        operator read it (a delete or stop that raced the reconcile wins)."""
+        record = self._deployments.get(name)
+        if record is not None and record.status == seen_status:
+            self.update_deployment(name, **fields)
+
+    def reconcile_view(self) -> tuple[list[DeploymentRecord], list[Task]]:
+        """Deployments and open tasks read together, so a task never shows up without the
+        deployment it was created with."""
+        return self.list_deployments(), self.open_tasks()
 
     def patch_deployment(self, name: str, req: DeploymentUpdate) -> DeploymentRecord:
         return self.update_deployment(name, **req.model_dump(exclude_none=True))
@@ -258,12 +272,15 @@ class RegistryCore:
         )
         if same:
             # Deploying what is already there is a no-op: answer with the task that made it.
+            for task in reversed(list(self._tasks.values())):
+                if task.kind == TaskKind.DEPLOY.value and task.deployment_name == existing.name:
+                    return task
             return self.latest_task(TaskKind.DEPLOY.value, req.model_id)
         if existing.status not in ("FAILED", "STOPPED"):
             raise errors.Conflict(
                 f"deployment '{existing.name}' already serves {existing.model_id} "
-                f"v{existing.model_version} ({existing.status}); delete it first, pick another "
-                "deployment_name, or change it with PATCH /v1/deployments/{name}"
+                f"v{existing.model_version} ({existing.status}); delete it first or pick "
+                "another deployment_name"
             )
         if existing.model_id != req.model_id:
             raise errors.Conflict(

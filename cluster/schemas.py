@@ -35,7 +35,9 @@ class ModelKind(str, Enum):
 
 
 class VersionCreate(Schema):
-    artifact_uri: str = Field(min_length=1, description="Directory or file holding the weights.")
+    artifact_uri: str = Field(
+        default="", description="Directory or file holding the weights ('' for none: custom)."
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
@@ -59,6 +61,8 @@ class ModelCreate(VersionCreate):
                 f"kind '{self.kind}' needs 'predictor': the import path 'module:Class' "
                 "of the class to load"
             )
+        if self.kind != ModelKind.CUSTOM.value and not self.artifact_uri:
+            raise ValueError(f"kind '{self.kind}' needs 'artifact_uri': where its weights are")
         return self
 
 

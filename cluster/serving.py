@@ -145,6 +145,9 @@ def _fmt(resources: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()) if v) or "nothing"
 
 
+_CONFIG_FIELD = {"GPU": "num_gpus", "CPU": "num_cpus", "memory": "memory"}
+
+
 def pending_reason(required: dict[str, float], total: dict[str, float], free: dict[str, float]):
     """Why a replica that needs ``required`` is not placed, in words a user can act on."""
     for res, need in sorted(required.items()):
@@ -154,14 +157,14 @@ def pending_reason(required: dict[str, float], total: dict[str, float], free: di
         if have < need:
             return (
                 f"insufficient {res}: each replica needs {res}={need:g} but the cluster has "
-                f"{res}={have:g} in total; add nodes with {res} or lower resources.num_"
-                f"{res.lower()}s"
+                f"{res}={have:g} in total; add nodes with {res} or lower "
+                f"resources.{_CONFIG_FIELD.get(res, res)}"
             )
     short = {r: n for r, n in required.items() if n > 0 and free.get(r, 0.0) < n}
     if short:
         return (
             f"waiting for resources: each replica needs {_fmt(required)}, free now: "
-            f"{_fmt({r: free.get(r, 0.0) for r in short})}"
+            + ", ".join(f"{r}={free.get(r, 0.0):g}" for r in sorted(short))
         )
     return None
 

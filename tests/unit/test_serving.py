@@ -1,0 +1,198 @@
+"""Reading Serve's state without Ray: parse_details, allocation and pending_reason."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ray.serve._private.common import ReplicaState
+from ray.serve.schema import ApplicationStatus
+
+from cluster.schemas import DeploymentConfig, Resources
+from cluster.serving import (
+    AppState,
+    allocation,
+    parse_details,
+    pending_reason,
+    server_user_config,
+)
+
+TOTAL = {"CPU": 16.0, "GPU": 1.0}
+
+
+def details() -> dict:
+    return {
+        "controller_info": {"node_id": "head"},
+        "applications": {
+            "emb--v1": {
+                "status": ApplicationStatus.RUNNING,
+                "message": "",
+                "last_deployed_time_s": 1_700_000_000.0,
+                "deployments": {
+                    "ModelServer": {
+                        "target_num_replicas": 2,
+                        "required_resources": {"CPU": 1, "GPU": 0.5},
+                        "replicas": [
+                            {"replica_id": "r1", "state": ReplicaState.RUNNING, "node_id": "n1"},
+                            {"replica_id": "r2", "state": ReplicaState.STARTING, "node_id": None},
+                        ],
+                        "message": "Deployment is starting",
+                    }
+                },
+            },
+            "modelyard": {
+                "status": "RUNNING",
+                "message": None,
+                "deployments": {"Ingress": {"target_num_replicas": 1}},
+            },
+            "bad--v1": {
+                "status": ApplicationStatus.DEPLOY_FAILED,
+                "message": "ImportError: no module named x",
+                "deployments": {},
+            },
+        },
+    }
+
+
+def test_parse_details_with_enum_statuses():
+    apps = parse_details(details())
+    assert set(apps) == {"emb--v1", "modelyard", "bad--v1"}
+    emb = apps["emb--v1"]
+    assert emb.status == "RUNNING"  # the enum's value, not 'ApplicationStatus.RUNNING'
+    assert emb.target_replicas == 2
+    assert emb.required_resources == {"CPU": 1, "GPU": 0.5}
+    assert [r["replica_id"] for r in emb.replicas] == ["r1", "r2"]
+    assert emb.deployment_message == "Deployment is starting"
+    assert emb.last_deployed == 1_700_000_000.0
+    control = apps["modelyard"]
+    assert (control.status, control.message, control.target_replicas) == ("RUNNING", "", 0)
+    assert apps["bad--v1"].status == "DEPLOY_FAILED"
+    assert apps["bad--v1"].message == "ImportError: no module named x"
+
+
+def test_parse_details_empty():
+    assert parse_details({}) == {}
+    assert parse_details({"applications": None}) == {}
+
+
+def test_allocation_started_with_routing_table_and_reason():
+    app = parse_details(details())["emb--v1"]
+    free = {"CPU": 10.0, "GPU": 0.0}
+    alloc = allocation(app, TOTAL, free)
+    assert alloc.allocation_state == "started"
+    assert (alloc.target_replicas, alloc.running_replicas) == (2, 1)
+    assert alloc.start_time == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
+    r1, r2 = alloc.routing_table["r1"], alloc.routing_table["r2"]
+    assert (r1.node_id, r1.routing_state, r1.reason) == ("n1", "started", None)
+    assert (r2.node_id, r2.routing_state) == (None, "starting")
+    assert r2.reason is not None
+    assert r2.reason.startswith("waiting for resources")
+    assert r2.reason.endswith("free now: GPU=0")
+    assert alloc.reason == r2.reason
+
+
+def replica(rid: str, state, node: str | None = "n1") -> dict:
+    return {"replica_id": rid, "state": state, "node_id": node}
+
+
+def test_allocation_fully_allocated():
+    app = AppState(
+        name="a--v1",
+        status="RUNNING",
+        target_replicas=2,
+        replicas=[replica("r1", ReplicaState.RUNNING), replica("r2", "RUNNING")],
+    )
+    alloc = allocation(app, TOTAL, TOTAL)
+    assert alloc.allocation_state == "fully_allocated"
+    assert alloc.running_replicas == 2
+    assert alloc.reason is None
+    assert {r.routing_state for r in alloc.routing_table.values()} == {"started"}
+
+
+def test_allocation_starting():
+    app = AppState(
+        name="a--v1",
+        status="DEPLOYING",
+        target_replicas=1,
+        required_resources={"CPU": 1},
+        replicas=[replica("r1", ReplicaState.STARTING, node="n1")],
+    )
+    alloc = allocation(app, TOTAL, TOTAL)
+    assert alloc.allocation_state == "starting"
+    assert alloc.running_replicas == 0
+    # Placed on a node, just not running yet: no resource complaint.
+    assert alloc.routing_table["r1"].reason is None
+    assert alloc.start_time is None
+
+
+def test_allocation_stopping_replicas_do_not_count():
+    app = AppState(
+        name="a--v1",
+        status="DEPLOYING",
+        target_replicas=1,
+        replicas=[replica("r1", ReplicaState.STOPPING)],
+    )
+    alloc = allocation(app, TOTAL, TOTAL)
+    assert alloc.routing_table["r1"].routing_state == "stopping"
+    assert alloc.allocation_state == "starting"
+
+
+def test_allocation_failed_uses_app_message():
+    apps = parse_details(details())
+    alloc = allocation(apps["bad--v1"], TOTAL, TOTAL)
+    assert alloc.allocation_state == "failed"
+    assert alloc.reason == "ImportError: no module named x"
+    app = AppState(name="c--v1", status="DEPLOY_FAILED", deployment_message="replica crashed")
+    assert allocation(app, TOTAL, TOTAL).reason == "replica crashed"
+
+
+def test_allocation_of_missing_app_is_stopped():
+    alloc = allocation(None, TOTAL, TOTAL)
+    assert alloc.allocation_state == "stopped"
+    assert alloc.routing_table == {}
+
+
+def test_pending_reason_cluster_too_small_names_gpu():
+    reason = pending_reason({"CPU": 1, "GPU": 2}, TOTAL, {"CPU": 16.0, "GPU": 1.0})
+    assert reason is not None
+    assert reason.startswith("insufficient GPU")
+    assert "GPU=2" in reason
+    assert "GPU=1 in total" in reason
+    assert "resources.num_gpus" in reason
+
+
+def test_pending_reason_cluster_without_gpus():
+    reason = pending_reason({"CPU": 1, "GPU": 1}, {"CPU": 4.0}, {"CPU": 4.0})
+    assert "insufficient GPU" in reason
+    assert "GPU=0 in total" in reason
+
+
+def test_pending_reason_only_busy_now():
+    reason = pending_reason({"CPU": 1, "GPU": 1}, TOTAL, {"CPU": 8.0, "GPU": 0.0})
+    assert reason is not None
+    assert reason.startswith("waiting for resources")
+    assert "insufficient" not in reason
+    assert reason.endswith("free now: GPU=0")
+    assert "each replica needs CPU=1, GPU=1" in reason
+
+
+def test_pending_reason_memory_names_the_config_field():
+    reason = pending_reason({"memory": 8e9}, {"memory": 4e9}, {"memory": 4e9})
+    assert reason.startswith("insufficient memory")
+    assert reason.endswith("resources.memory")
+
+
+def test_pending_reason_none_when_it_fits():
+    assert pending_reason({"CPU": 1, "GPU": 1}, TOTAL, TOTAL) is None
+    assert pending_reason({"CPU": 1, "GPU": 0}, {"CPU": 1.0}, {"CPU": 1.0}) is None
+
+
+def test_server_user_config_and_ray_options():
+    config = DeploymentConfig(
+        max_batch_size=8, batch_wait_timeout_ms=20, resources=Resources(num_gpus=0.5, memory=2**30)
+    )
+    assert server_user_config(config) == {"max_batch_size": 8, "batch_wait_timeout_s": 0.02}
+    assert config.resources.as_ray_options() == {
+        "num_gpus": 0.5,
+        "num_cpus": 1,
+        "memory": 2**30,
+    }

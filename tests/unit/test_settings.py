@@ -1,0 +1,84 @@
+"""Settings from MODELYARD_* variables and the admin key file."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from cluster.settings import Settings, key_digest, load_or_create_key
+
+VARS = ("RAY_ADDRESS", "HOST", "PORT", "STORAGE_ROOT", "REGISTRY_DB", "API_KEY")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in VARS:
+        monkeypatch.delenv(f"MODELYARD_{var}", raising=False)
+
+
+def test_defaults():
+    s = Settings()
+    assert (s.ray_address, s.host, s.port, s.api_key) == ("", "127.0.0.1", 8000, None)
+    assert s.root == (Path.home() / ".modelyard").resolve()
+    assert s.db_path == s.root / "registry.db"
+
+
+def test_env_vars_are_read(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELYARD_PORT", "9123")
+    monkeypatch.setenv("MODELYARD_HOST", "0.0.0.0")
+    monkeypatch.setenv("MODELYARD_RAY_ADDRESS", "ray://head:10001")
+    monkeypatch.setenv("MODELYARD_STORAGE_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("MODELYARD_API_KEY", "from-env")
+    s = Settings()
+    assert s.port == 9123
+    assert s.host == "0.0.0.0"
+    assert s.ray_address == "ray://head:10001"
+    assert s.root == (tmp_path / "root").resolve()
+    assert s.db_path == (tmp_path / "root" / "registry.db").resolve()
+    assert s.key_path == (tmp_path / "root" / "admin.key").resolve()
+    assert s.api_key == "from-env"
+
+
+def test_registry_db_env_overrides_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELYARD_STORAGE_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("MODELYARD_REGISTRY_DB", str(tmp_path / "elsewhere" / "r.db"))
+    assert Settings().db_path == (tmp_path / "elsewhere" / "r.db").resolve()
+
+
+def test_bad_port_is_rejected(monkeypatch):
+    monkeypatch.setenv("MODELYARD_PORT", "70000")
+    with pytest.raises(ValueError, match="port"):
+        Settings()
+
+
+def test_key_file_created_with_mode_0600_and_reused(tmp_path):
+    s = Settings(storage_root=tmp_path / "root")
+    key, created = load_or_create_key(s)
+    assert created is True
+    assert len(key) > 20
+    assert s.key_path.exists()
+    assert stat.S_IMODE(s.key_path.stat().st_mode) == 0o600
+    assert s.key_path.read_text().strip() == key
+    again, created = load_or_create_key(Settings(storage_root=tmp_path / "root"))
+    assert (again, created) == (key, False)
+    other, _ = load_or_create_key(Settings(storage_root=tmp_path / "other"))
+    assert other != key
+
+
+def test_explicit_api_key_wins(tmp_path):
+    root = tmp_path / "root"
+    load_or_create_key(Settings(storage_root=root))
+    key, created = load_or_create_key(Settings(storage_root=root, api_key="explicit"))
+    assert (key, created) == ("explicit", False)
+    fresh = Settings(storage_root=tmp_path / "fresh", api_key="explicit")
+    assert load_or_create_key(fresh) == ("explicit", False)
+    assert not fresh.key_path.exists()
+
+
+def test_key_digest():
+    assert key_digest("k") == key_digest("k")
+    assert key_digest("k") != key_digest("k2")
+    # sha256 hex of the key: the digest, never the key, is what the ingress keeps.
+    assert key_digest("k") == "8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a"
