@@ -135,7 +135,7 @@ def test_different_config_on_running_deployment_conflicts(reg):
             )
         )
     assert "delete it first" in info.value.message
-    assert "/v1/deployments/emb" in info.value.message
+    assert "deployment_name" in info.value.message
     record = reg.get_deployment("emb")
     assert record.config.num_replicas is None
     assert record.status == "ACTIVE"
