@@ -12,14 +12,17 @@ from typing import Any
 
 from cluster import errors, serving
 from cluster.metrics import Metrics
-from cluster.routing import Router
+from cluster.routing import Route, Router
 from cluster.schemas import (
     FINAL_TASK_STATES,
     ClusterPublic,
     DeploymentPublic,
     DeploymentRecord,
+    DeploymentUpdate,
     EmbedArgs,
     PredictRequest,
+    RolloutOptions,
+    SetVersionRequest,
     Task,
 )
 
@@ -65,6 +68,52 @@ class ControlPlane:
             task = await self.call("get_task", task.id)
         return task
 
+    async def set_version(self, name: str, req: SetVersionRequest) -> Task:
+        record: DeploymentRecord = await self.call("get_deployment", name)
+        return await self._rollout(record, req.version, req.rollout, record.config)
+
+    async def _rollout(
+        self, record: DeploymentRecord, version: int, options: RolloutOptions, config
+    ) -> Task:
+        """Start a swap after checking that the cluster has room for the new copy."""
+        refusal = None
+        if options.strategy == "green":
+            _, free = await asyncio.to_thread(serving.resources)
+            need = serving.replica_demand(config, config.replicas_wanted)
+            short = serving.shortage(need, free)
+            if short:
+                refusal = (
+                    "not enough free resources for the new version beside the old one: needs "
+                    + ", ".join(f"{r}={need[r]:g} (free {free.get(r, 0.0):g})" for r in short)
+                    + "; free some, or use rollout.strategy 'in_place'"
+                )
+        task = await self.call("start_rollout", record.name, version, options, config, refusal)
+        self.operator.kick.remote()
+        await self.router.refresh()
+        return task
+
+    async def patch(self, name: str, req: DeploymentUpdate) -> tuple[DeploymentRecord, Task | None]:
+        """Metadata and in-place config now; new resources through a green rollout."""
+        record: DeploymentRecord = await self.call("get_deployment", name)
+        task = None
+        if req.config is not None and req.config.resources != record.config.resources:
+            options = req.rollout or RolloutOptions()
+            task = await self._rollout(record, record.model_version, options, req.config)
+            req = req.model_copy(update={"config": None})
+        record = await self.call("patch_deployment", name, req)
+        self.operator.kick.remote()
+        return record, task
+
+    async def wait_settled(self, name: str, timeout_s: float) -> DeploymentRecord:
+        """The deployment once no change is pending, or as it is when ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            record: DeploymentRecord = await self.call("get_deployment", name)
+            settled = record.rollout is None and record.status not in ("PENDING", "DEPLOYING")
+            if settled or time.monotonic() >= deadline:
+                return record
+            await asyncio.sleep(0.25)
+
     async def describe(self, record: DeploymentRecord) -> DeploymentPublic:
         apps = await serving.applications_async()
         total, free = await asyncio.to_thread(serving.resources)
@@ -74,45 +123,52 @@ class ControlPlane:
     async def cluster(self) -> ClusterPublic:
         return await asyncio.to_thread(serving.cluster_view)
 
-    async def predict(self, name: str, req: PredictRequest) -> dict[str, Any]:
-        start = time.perf_counter()
-        outcome = "error"
-        try:
-            result = await self._predict(name, req)
-            outcome = "success"
-            return result
-        except errors.ModelyardError as exc:
-            outcome = exc.error_type
-            raise
-        finally:
-            self.metrics.observe(name, outcome, (time.perf_counter() - start) * 1000)
-
-    async def _predict(self, name: str, req: PredictRequest) -> dict[str, Any]:
+    async def predict(
+        self, name: str, req: PredictRequest, version: int | None = None
+    ) -> dict[str, Any]:
+        """One prediction: pick a live version by traffic weight (or the pinned one), call
+        its app, and count the answer for /metrics and for rollout decisions."""
         route = await self.router.route(name)
         args = req.args if req.args is not None else await _fetch_args(req.url or "")
         if route.kind == "sentence-transformer":
             EmbedArgs.model_validate(args)
-        response = self.router.handle(route).remote(args)
+        variant = route.pick(version if version is not None else req.version)
+        stats = self.metrics.apps[variant.app]
+        start, outcome = time.perf_counter(), "error"
+        stats.inflight += 1
         try:
-            out = await asyncio.wait_for(response, timeout=route.request_timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise errors.UpstreamTimeout(
-                f"deployment '{name}' did not answer within {route.request_timeout_s:g}s "
-                "(config.request_timeout_s)"
-            ) from None
-        except Exception as exc:
-            raise _upstream_error(name, exc) from None
-        if not out["ok"]:
-            if out["error_type"] == "bad_input":
-                raise errors.BadRequest(out["error"])
-            raise errors.PredictorFailed(out["error"], traceback=out.get("traceback"))
+            out = await self._call(route, variant.app, args)
+            outcome = "success"
+        except errors.ModelyardError as exc:
+            outcome = exc.error_type
+            raise
+        finally:
+            stats.inflight -= 1
+            self.metrics.observe(name, outcome, (time.perf_counter() - start) * 1000, variant.app)
         return {
             "status": "SUCCESS",
             "result": out["result"],
             "model_version": out["model_version"],
             "request_id": req.request_id,
         }
+
+    async def _call(self, route: Route, app: str, args: dict[str, Any]) -> dict[str, Any]:
+        response = self.router.handle(app).remote(args)
+        try:
+            out = await asyncio.wait_for(response, timeout=route.request_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise errors.UpstreamTimeout(
+                f"deployment '{route.name}' did not answer within {route.request_timeout_s:g}s "
+                "(config.request_timeout_s)"
+            ) from None
+        except Exception as exc:
+            raise _upstream_error(route.name, exc) from None
+        if not out["ok"]:
+            if out["error_type"] == "bad_input":
+                raise errors.BadRequest(out["error"])
+            raise errors.PredictorFailed(out["error"], traceback=out.get("traceback"))
+        return out
 
 
 def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:

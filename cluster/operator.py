@@ -18,21 +18,25 @@ from typing import Any, Protocol
 from cluster.schemas import (
     RUNNING_STATES,
     Allocation,
+    DeploymentConfig,
     DeploymentRecord,
     ModelVersion,
     Task,
+    utcnow,
 )
 from cluster.serving import AppState
 
 logger = logging.getLogger("modelyard.operator")
 
-APP_NAME_RE = re.compile(r"^(?P<deployment>[a-z0-9-]+)--v(?P<version>\d+)$")
+APP_NAME_RE = re.compile(r"^(?P<deployment>[a-z0-9-]+)--v(?P<version>\d+)(-\d+)?$")
 
 
 class ServeGateway(Protocol):
     def applications(self) -> dict[str, AppState]: ...
     def resources(self) -> tuple[dict[str, float], dict[str, float]]: ...
-    def deploy(self, app_name: str, version: ModelVersion, record: DeploymentRecord) -> None: ...
+    def deploy(
+        self, app_name: str, version: ModelVersion, config: DeploymentConfig, rolling: bool = False
+    ) -> None: ...
     def delete(self, app_name: str) -> None: ...
 
 
@@ -45,6 +49,7 @@ class Plan:
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    applied: dict[str, DeploymentConfig] = field(default_factory=dict)
 
 
 def desired_status(record: DeploymentRecord, alloc: Allocation, app: AppState | None) -> dict:
@@ -73,17 +78,23 @@ def plan(
     for d in deployments:
         app = apps.get(d.serve_app)
         if d.status in RUNNING_STATES:
-            wanted_apps.add(d.serve_app)
+            wanted_apps.update(d.live_apps)
             if app is None:
                 out.deploy.append(d)
+            elif (
+                d.rollout is None and d.applied_config is not None and d.config != d.applied_config
+            ):
+                out.deploy.append(d)  # an in-place config change (replicas, limits, batching)
+            if d.rollout is not None:
+                continue  # status stays UPDATING; the rollout's own step decides the rest
             new = desired_status(d, allocations[d.serve_app], app)
             if new["status"] != d.status or new.get("error") != d.error:
                 out.status[d.name] = new
         elif d.status == "DELETING":
-            if app is None:
+            present = [a for a in d.live_apps if a in apps]
+            if not present:
                 out.removed.append(d.name)
-            elif app.status != "DELETING":
-                out.delete.append(d.serve_app)
+            out.delete += [a for a in present if apps[a].status != "DELETING"]
     # Apps of versions no deployment serves any more (a delete that raced a restart).
     for name, app in apps.items():
         m = APP_NAME_RE.match(name)
@@ -143,10 +154,12 @@ class RayServeGateway:
 
         return serving.resources()
 
-    def deploy(self, app_name: str, version: ModelVersion, record: DeploymentRecord) -> None:
+    def deploy(
+        self, app_name: str, version: ModelVersion, config: DeploymentConfig, rolling: bool = False
+    ) -> None:
         from cluster import serving
 
-        serving.deploy_app(app_name, version, record.config)
+        serving.deploy_app(app_name, version, config, rolling=rolling)
 
     def delete(self, app_name: str) -> None:
         from cluster import serving
@@ -197,7 +210,39 @@ class Operator:
             }
             p = plan(deployments, tasks, apps, allocations)
             self._apply(p, {d.name: d.status for d in deployments})
+            rolling = [d for d in deployments if d.rollout is not None and d.status == "UPDATING"]
+            if rolling:
+                view = ray.get(self._registry.ingress_view.remote())
+                for d in rolling:
+                    green = apps.get(d.rollout.green_app)
+                    self._step_rollout(d, green, allocation(green, total, free), view)
             return p
+
+    def _step_rollout(self, record, green, green_alloc, view) -> None:
+        import ray
+
+        from cluster.rollout import step
+
+        r = record.rollout
+        out = step(record, green, green_alloc, view, utcnow())
+        if out.deploy:
+            version = r.from_version if out.deploy == "blue_in_place" else r.to_version
+            spec = ray.get(self._registry.get_version.remote(record.model_id, version))
+            config = record.config if out.deploy == "blue_in_place" else r.config
+            rolling = out.deploy != "green"
+            try:
+                self._gateway.deploy(r.green_app, spec, config, rolling=rolling)
+            except Exception as exc:
+                logger.exception("deploy of %s failed", r.green_app)
+                out.task = {"status": "failed", "error": f"deploy failed: {exc}"}
+                out.record = {"rollout": None, "pending_model_version": None, "traffic": {}}
+        for app in out.delete:
+            self._gateway.delete(app)
+        ray.get(
+            self._registry.apply_rollout.remote(
+                record.name, r.task_id, out.record, out.task, out.events
+            )
+        )
 
     def _apply(self, p: Plan, seen: dict[str, str]) -> None:
         import ray
@@ -206,12 +251,15 @@ class Operator:
         for record in p.deploy:
             try:
                 version = ray.get(reg.get_version.remote(record.model_id, record.model_version))
-                self._gateway.deploy(record.serve_app, version, record)
+                self._gateway.deploy(record.serve_app, version, record.config)
+                p.applied[record.name] = record.config
             except Exception as exc:  # a bad artifact or config: record it, do not retry
                 logger.exception("deploy of %s failed", record.name)
                 p.status[record.name] = {"status": "FAILED", "error": f"deploy failed: {exc}"}
         for app_name in p.delete:
             self._gateway.delete(app_name)
+        for name, config in p.applied.items():
+            p.status.setdefault(name, {})["applied_config"] = config
         updates = [reg.observe_deployment.remote(n, seen[n], **f) for n, f in p.status.items()]
         updates += [reg.remove_deployment.remote(n) for n in p.removed]
         updates += [reg.update_task.remote(t, **f) for t, f in p.tasks.items()]

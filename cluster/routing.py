@@ -1,14 +1,18 @@
-"""The ingress's routing cache: deployment name -> Serve handle, kept off the registry.
+"""The ingress's routing cache: deployment name -> weighted Serve apps, kept off the registry.
 
 The cache refreshes in the background from ``Registry.routing_snapshot`` (a cheap call that
 returns nothing when nothing changed), so a prediction never waits on the registry; only a
-name the cache has never seen triggers one synchronous refresh.
+name the cache has never seen triggers one synchronous refresh. The same loop reports the
+ingress's per-app counters back, which is how rollouts see the new version's error rate and
+latency, and when the old version has drained.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,24 +22,50 @@ logger = logging.getLogger("modelyard.routing")
 
 
 @dataclass(frozen=True)
+class Variant:
+    app: str
+    version: int
+    weight: int
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     status: str
     kind: str | None
     model_version: int
-    app_name: str
     request_timeout_s: float
+    variants: tuple[Variant, ...]
+
+    def pick(self, version: int | None = None) -> Variant:
+        """A weighted random live app, or the one serving ``version`` when pinned."""
+        if version is not None:
+            for v in self.variants:
+                if v.version == version:
+                    return v
+            live = ", ".join(str(v.version) for v in self.variants)
+            raise errors.NotFound(
+                f"deployment '{self.name}' does not serve version {version} (live: {live})"
+            )
+        weighted = [v for v in self.variants if v.weight > 0]
+        if len(weighted) == 1:
+            return weighted[0]
+        if not weighted:
+            return self.variants[0]
+        return random.choices(weighted, weights=[v.weight for v in weighted])[0]
 
 
 class Router:
-    def __init__(self, registry: Any, refresh_s: float = 0.5) -> None:
+    def __init__(self, registry: Any, metrics: Any = None, refresh_s: float = 0.5) -> None:
         self._registry = registry
+        self._metrics = metrics
         self._refresh_s = refresh_s
         self._routes: dict[str, Route] = {}
         self._handles: dict[str, Any] = {}
         self._generation: str | None = None
         self._task: asyncio.Task | None = None
         self._refresh_lock = asyncio.Lock()
+        self.ingress_id = uuid.uuid4().hex[:12]
 
     def start(self) -> None:
         if self._task is None:
@@ -45,6 +75,10 @@ class Router:
         while True:
             try:
                 await self.refresh()
+                if self._metrics is not None:
+                    await self._registry.report_ingress.remote(
+                        self.ingress_id, self._generation, self._metrics.app_snapshots()
+                    )
             except Exception:  # the registry may be restarting; keep serving the cache
                 logger.warning("routing refresh failed", exc_info=True)
             await asyncio.sleep(self._refresh_s)
@@ -54,7 +88,11 @@ class Router:
             generation, table = await self._registry.routing_snapshot.remote(self._generation)
             if table is None:
                 return
-            self._routes = {name: Route(name=name, **entry) for name, entry in table.items()}
+            routes = {}
+            for name, entry in table.items():
+                variants = tuple(Variant(**v) for v in entry.pop("variants"))
+                routes[name] = Route(name=name, variants=variants, **entry)
+            self._routes = routes
             self._generation = generation
 
     async def route(self, name: str) -> Route:
@@ -71,15 +109,13 @@ class Router:
             raise errors.NotReady(f"deployment '{name}' is {route.status.lower()}")
         return route
 
-    def handle(self, route: Route) -> Any:
-        handle = self._handles.get(route.app_name)
+    def handle(self, app: str) -> Any:
+        handle = self._handles.get(app)
         if handle is None:
             from ray import serve
 
             from cluster.serving import SERVER_DEPLOYMENT
 
-            handle = serve.get_deployment_handle(
-                SERVER_DEPLOYMENT, route.app_name, _check_exists=False
-            )
-            self._handles[route.app_name] = handle
+            handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app, _check_exists=False)
+            self._handles[app] = handle
         return handle

@@ -164,6 +164,51 @@ class DeploymentStatus(str, Enum):
 RUNNING_STATES = {"PENDING", "DEPLOYING", "ACTIVE", "UPDATING"}
 
 
+class RolloutOptions(Schema):
+    """How a version swap moves traffic and when it gives up."""
+
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 50, 100],
+        min_length=1,
+        description="Percentages of traffic on the new version, rising, ending at 100.",
+    )
+    step_interval_s: float = Field(default=10, ge=0, le=3600)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p99_latency_ms: float | None = Field(default=None, gt=0)
+    min_requests_per_step: int = Field(default=20, ge=0)
+    strategy: Literal["green", "in_place"] = "green"
+
+    @model_validator(mode="after")
+    def _steps(self) -> RolloutOptions:
+        if any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError("steps must be percentages in 1..100")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"steps must rise strictly, got {self.steps}")
+        if self.steps[-1] != 100:
+            raise ValueError(f"steps must end at 100, got {self.steps}")
+        return self
+
+
+class RolloutState(Schema):
+    """A swap in progress, persisted so the operator can resume it after any restart."""
+
+    task_id: str
+    from_version: int
+    to_version: int
+    blue_app: str
+    green_app: str
+    config: DeploymentConfig
+    options: RolloutOptions
+    phase: Literal["starting", "shifting", "draining", "aborting"] = "starting"
+    step_index: int = -1
+    step_started_at: datetime | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    baseline: dict[str, Any] = Field(default_factory=dict)
+    drain_generation: int | None = None
+    abort_reason: str | None = None
+    abort_status: str | None = None
+
+
 class DeploymentRecord(Schema):
     """A deployment as the registry keeps it."""
 
@@ -171,23 +216,63 @@ class DeploymentRecord(Schema):
     model_id: str
     model_version: int
     pending_model_version: int | None = None
+    previous_version: int | None = None
     config: DeploymentConfig = Field(default_factory=DeploymentConfig)
     status: DeploymentStatus = DeploymentStatus.PENDING
     error: str | None = None
     auto_deploy: bool = False
     skip_metrics_check: bool = False
     description: str = ""
+    serve_app: str = ""
+    traffic: dict[str, int] = Field(
+        default_factory=dict, description="Serve app -> percent of traffic; empty: all on one."
+    )
+    rollout: RolloutState | None = None
+    applied_config: DeploymentConfig | None = Field(
+        default=None,
+        description="The config Serve last got; differs from config while a "
+        "change is being applied.",
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
+    @model_validator(mode="after")
+    def _default_app(self) -> DeploymentRecord:
+        if not self.serve_app:
+            self.serve_app = app_name(self.name, self.model_version)
+        return self
+
     @property
-    def serve_app(self) -> str:
-        return app_name(self.name, self.model_version)
+    def live_apps(self) -> list[str]:
+        """Serve apps this deployment needs: the serving one and, mid-swap, the new one."""
+        apps = [self.serve_app]
+        if self.rollout is not None and self.rollout.green_app not in apps:
+            apps.append(self.rollout.green_app)
+        return apps
+
+    def variants(self) -> list[dict[str, Any]]:
+        """(app, version, weight) of every app the ingress may route to."""
+        out = [
+            {
+                "app": self.serve_app,
+                "version": self.model_version,
+                "weight": self.traffic.get(self.serve_app, 100 if not self.traffic else 0),
+            }
+        ]
+        if self.rollout is not None and self.rollout.green_app != self.serve_app:
+            out.append(
+                {
+                    "app": self.rollout.green_app,
+                    "version": self.rollout.to_version,
+                    "weight": self.traffic.get(self.rollout.green_app, 0),
+                }
+            )
+        return out
 
 
-def app_name(deployment: str, version: int) -> str:
+def app_name(deployment: str, version: int, seq: int = 0) -> str:
     """Each served version is its own Serve app, so two versions can run side by side."""
-    return f"{deployment}--v{version}"
+    return f"{deployment}--v{version}" + (f"-{seq}" if seq else "")
 
 
 class ReplicaView(Schema):
@@ -214,6 +299,27 @@ class DeploymentUpdate(Schema):
     description: str | None = None
     auto_deploy: bool | None = None
     skip_metrics_check: bool | None = None
+    config: DeploymentConfig | None = Field(
+        default=None,
+        description="Replica counts, limits and batch settings apply in place; a change of "
+        "resources needs new replicas and goes through a green rollout.",
+    )
+    rollout: RolloutOptions | None = Field(
+        default=None, description="How to roll out a config change that needs new replicas."
+    )
+
+
+class SetVersionRequest(Schema):
+    version: int = Field(ge=1)
+    rollout: RolloutOptions = Field(default_factory=RolloutOptions)
+
+
+class DeploymentEvent(Schema):
+    deployment: str
+    type: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    at: datetime = Field(default_factory=utcnow)
 
 
 # ---------------------------------------------------------------- tasks
@@ -234,6 +340,7 @@ FINAL_TASK_STATES = {"done", "failed", "canceled", "refused"}
 class TaskKind(str, Enum):
     DEPLOY = "deploy"
     DELETE = "delete"
+    ROLLOUT = "rollout"
 
 
 class Task(Schema):
@@ -289,6 +396,9 @@ class DeleteRequest(Schema):
 
 class PredictRequest(Schema):
     args: dict[str, Any] | None = None
+    version: int | None = Field(
+        default=None, ge=1, description="Pin a live version (e.g. a new one before it has traffic)."
+    )
     url: str | None = Field(default=None, description="http(s) or file URL of a JSON args object.")
     request_id: str | None = Field(default=None, max_length=200)
 

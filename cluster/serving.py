@@ -46,7 +46,7 @@ class AppState:
     last_deployed: float | None = None
 
 
-def build_app(version: ModelVersion, config: DeploymentConfig):
+def build_app(version: ModelVersion, config: DeploymentConfig, rolling: bool = False):
     """The Serve application for one model version under one deployment config."""
     from serve_apps.model_server import ModelServer
 
@@ -59,7 +59,13 @@ def build_app(version: ModelVersion, config: DeploymentConfig):
         "health_check_period_s": 5,
         "health_check_timeout_s": 30,
         "graceful_shutdown_timeout_s": max(5.0, config.request_timeout_s),
+        # A model that cannot load fails its deploy after a few tries, not twenty.
+        "max_constructor_retry_count": 3,
     }
+    if rolling:
+        # In-place swaps: Serve replaces 20% of replicas at a time (at least one); with room
+        # for one more replica it starts the new one before stopping an old one.
+        options["max_surge_percent"] = surge_percent(config)
     if config.autoscaling is not None:
         options["autoscaling_config"] = {
             "min_replicas": config.autoscaling.min_replicas,
@@ -79,11 +85,35 @@ def server_user_config(config: DeploymentConfig) -> dict[str, Any]:
     }
 
 
-def deploy_app(app_name: str, version: ModelVersion, config: DeploymentConfig) -> None:
+def deploy_app(
+    app_name: str, version: ModelVersion, config: DeploymentConfig, rolling: bool = False
+) -> None:
     """Submit (or update) a Serve app without waiting for its replicas."""
     from ray import serve
 
-    serve._run(build_app(version, config), name=app_name, route_prefix=None, _blocking=False)
+    app = build_app(version, config, rolling=rolling)
+    serve._run(app, name=app_name, route_prefix=None, _blocking=False)
+
+
+def shortage(need: dict[str, float], free: dict[str, float]) -> dict[str, float]:
+    """Resources (Ray names) of which less is free than ``need``."""
+    return {r: n for r, n in need.items() if n > 0 and free.get(r, 0.0) + 1e-9 < n}
+
+
+def replica_demand(config: DeploymentConfig, replicas: int = 1) -> dict[str, float]:
+    res = config.resources
+    need = {"CPU": res.num_cpus * replicas, "GPU": res.num_gpus * replicas}
+    if res.memory:
+        need["memory"] = float(res.memory * replicas)
+    return need
+
+
+def surge_percent(config: DeploymentConfig) -> int:
+    """Room for one extra replica now: surge by one replica; none: replace in place."""
+    _, free = resources()
+    if shortage(replica_demand(config), free):
+        return 0
+    return min(100, -(-100 // config.replicas_wanted))
 
 
 def delete_app(app_name: str) -> None:
@@ -203,10 +233,23 @@ def allocation(app: AppState | None, total: dict[str, float], free: dict[str, fl
         running_replicas=running,
         routing_table=table,
         start_time=start,
-        reason=(app.message or app.deployment_message or None)
+        reason=failure_reason(app)
         if alloc_state == "failed"
         else (reasons[0] if reasons else None),
     )
+
+
+def failure_reason(app: AppState) -> str:
+    """The error that failed an app, last line first (the exception), then the context.
+
+    Serve's app message only says that a deployment failed; the deployment's message holds
+    the replica constructor's traceback, whose last line names the actual error.
+    """
+    detail = app.deployment_message or app.message or "the Serve app failed to deploy"
+    lines = [ln.strip() for ln in detail.strip().splitlines() if ln.strip()]
+    if len(lines) > 1:
+        return f"{lines[-1]} ({lines[0][:300]})"
+    return detail[:1000]
 
 
 def cluster_view() -> ClusterPublic:

@@ -22,3 +22,19 @@ class Echo:
 class BrokenLoader:
     def __init__(self, artifact_path: str, device: str) -> None:
         raise RuntimeError("weights are corrupt")
+
+
+class Versioned:
+    """Behaviour read from its version's artifact, a JSON file: {"delay_s", "fail"}."""
+
+    def __init__(self, artifact_path: str, device: str) -> None:
+        import json
+        from pathlib import Path
+
+        self.conf = json.loads(Path(artifact_path).read_text())
+
+    def predict(self, **args):
+        time.sleep(self.conf.get("delay_s", 0.0))
+        if self.conf.get("fail"):
+            raise RuntimeError("this version is broken")
+        return {"echo": args}

@@ -1,12 +1,21 @@
-"""Resource-style deployment API: list, describe, patch, predict."""
+"""Resource-style deployment API: list, describe, patch, swap, stop/start, predict."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from cluster.api.deps import ControlDep
-from cluster.schemas import DeploymentPublic, DeploymentUpdate, PredictRequest
+from cluster.schemas import (
+    DeploymentEvent,
+    DeploymentPublic,
+    DeploymentUpdate,
+    PredictRequest,
+    SetVersionRequest,
+    Task,
+)
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -18,16 +27,62 @@ async def list_deployments(control: ControlDep) -> list[DeploymentPublic]:
 
 
 @router.get("/{name}")
-async def describe(name: str, control: ControlDep) -> DeploymentPublic:
+async def describe(
+    name: str,
+    control: ControlDep,
+    wait: Annotated[bool, Query(description="Answer once no change is pending.")] = False,
+    timeout_s: Annotated[float, Query(gt=0, le=600)] = 30,
+) -> DeploymentPublic:
+    if wait:
+        return await control.describe(await control.wait_settled(name, timeout_s))
     return await control.describe(await control.call("get_deployment", name))
 
 
 @router.patch("/{name}")
 async def patch(name: str, req: DeploymentUpdate, control: ControlDep) -> DeploymentPublic:
-    return await control.describe(await control.call("patch_deployment", name, req))
+    record, _ = await control.patch(name, req)
+    return await control.describe(record)
+
+
+@router.put("/{name}/model-version", status_code=202)
+async def set_model_version(name: str, req: SetVersionRequest, control: ControlDep) -> Task:
+    return await control.set_version(name, req)
+
+
+@router.post("/{name}/rollback", status_code=202)
+async def rollback(name: str, control: ControlDep) -> Task:
+    task = await control.call("rollback", name)
+    control.operator.kick.remote()
+    return task
+
+
+@router.post("/{name}/stop")
+async def stop(name: str, control: ControlDep) -> DeploymentPublic:
+    record = await control.call("stop_deployment", name)
+    control.operator.kick.remote()
+    await control.router.refresh()
+    return await control.describe(record)
+
+
+@router.post("/{name}/start")
+async def start(name: str, control: ControlDep) -> DeploymentPublic:
+    record = await control.call("start_deployment", name)
+    control.operator.kick.remote()
+    await control.router.refresh()
+    return await control.describe(record)
+
+
+@router.get("/{name}/events")
+async def events(name: str, control: ControlDep) -> list[DeploymentEvent]:
+    return await control.call("list_events", name)
 
 
 @router.post("/{name}/predict", response_model=None)
-async def predict(name: str, req: PredictRequest, control: ControlDep) -> JSONResponse:
+async def predict(
+    name: str,
+    req: PredictRequest,
+    control: ControlDep,
+    x_model_version: Annotated[int | None, Header(ge=1)] = None,
+) -> JSONResponse:
     # A plain JSONResponse skips response-model validation on the hot path.
-    return JSONResponse(await control.predict(name, req))
+    return JSONResponse(await control.predict(name, req, x_model_version))

@@ -20,8 +20,10 @@ def configure(control: ControlPlane, key_digest: str) -> None:
     _replica["key_digest"] = key_digest
 
 
-def get_control() -> ControlPlane:
-    return _replica["control"]  # type: ignore[return-value]
+async def get_control() -> ControlPlane:
+    control: ControlPlane = _replica["control"]  # type: ignore[assignment]
+    control.router.start()  # needs the running event loop, which __init__ may not have
+    return control
 
 
 def get_key_digest() -> str:

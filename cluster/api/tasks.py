@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from cluster.api.deps import ControlDep
-from cluster.schemas import DeleteRequest, DeployRequest, Task
+from cluster.schemas import DeleteRequest, DeployRequest, Page, Task
 
 router = APIRouter(tags=["deploy"])
 
@@ -38,3 +40,20 @@ async def delete_task(task_id: str, control: ControlDep) -> Task:
 @router.get("/delete-status/{model_id}")
 async def delete_status(model_id: str, control: ControlDep) -> Task:
     return await control.call("latest_task", "delete", model_id)
+
+
+@router.get("/tasks")
+async def list_tasks(
+    control: ControlDep,
+    kind: str | None = None,
+    status: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page:
+    """Every task (deploy, delete, rollout), oldest first, with a total count."""
+    return await control.call("list_tasks", kind, status, offset, limit)
+
+
+@router.get("/tasks/{task_id}")
+async def get_task(task_id: str, control: ControlDep) -> Task:
+    return await control.call("get_task", task_id)

@@ -61,7 +61,9 @@ def test_whole_cluster_restart_then_up_restores_every_deployment(api, local_clus
     local_cluster.restart()  # ray.shutdown() + a fresh ray.init() + the `up` sequence
 
     def both_active():
-        d = {x["name"]: x["status"] for x in api.get("/v1/deployments").json()}
+        resp = api.get("/v1/deployments")
+        assert resp.status_code == 200, resp.text
+        d = {x["name"]: x["status"] for x in resp.json()}
         return d.get("restore-a") == "ACTIVE" and d.get("restore-b") == "ACTIVE"
 
     wait_for(both_active, 180, "both deployments ACTIVE again after the restart")

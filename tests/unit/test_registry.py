@@ -251,7 +251,7 @@ def test_routing_snapshot_generation(reg):
             "status": "PENDING",
             "kind": "sentence-transformer",
             "model_version": 1,
-            "app_name": "emb--v1",
+            "variants": [{"app": "emb--v1", "version": 1, "weight": 100}],
             "request_timeout_s": 60,
         }
     }

