@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.schemas import DeployRequest, ModelCreate
+from cluster.serving import QUIET
 from cluster.settings import CONTROL_APP, NAMESPACE, OPERATOR_ACTOR, REGISTRY_ACTOR, Settings
 
 logger = logging.getLogger("modelyard.bootstrap")
@@ -49,7 +50,7 @@ def start_control_plane(
     serve.start(http_options={"host": settings.host, "port": settings.port})
     registry = get_or_create_registry(settings.db_path, head_node_id=head)
     operator = get_or_create_operator(head_node_id=head)
-    serve.run(build(key_digest), name=CONTROL_APP, route_prefix="/")
+    serve.run(build(key_digest), name=CONTROL_APP, route_prefix="/", logging_config=QUIET)
     task_id = None
     if deploy_default and not ray.get(registry.list_deployments.remote()):
         task_id = _deploy_bundled(registry)

@@ -11,7 +11,8 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+import orjson
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,6 +43,15 @@ def error_response(
         headers["Retry-After"] = str(max(1, round(float(extra.pop("retry_after_s", 1)))))
         body.pop("retry_after_s", None)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class FastJSONResponse(Response):
+    """JSON via orjson: the predict path serialises hundreds of floats per answer."""
+
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -98,7 +108,7 @@ def _answer(request: Request, exc: errors.ModelyardError) -> JSONResponse:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_key(
+async def require_key(
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Compare the bearer token with the admin key's digest, in constant time."""

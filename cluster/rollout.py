@@ -56,6 +56,14 @@ def step(
 ) -> Step:
     r = record.rollout
     assert r is not None
+    if green is None and r.phase in ("shifting", "draining"):
+        # The new version's app is gone (a whole-cluster restart): all traffic back on the
+        # serving version, and the swap starts over from a fresh copy.
+        return Step(
+            record={**_set(r, phase="starting", step_index=-1), "traffic": {}},
+            task={"status": "processing", "detail": {"phase": "starting"}},
+            events=[("rollout_restarted", f"v{r.to_version}'s app vanished; starting over", {})],
+        )
     if r.options.strategy == "in_place":
         return _in_place(record, r, green, now)
     if r.phase == "starting":

@@ -20,6 +20,8 @@ from cluster.schemas import (
 )
 
 SERVER_DEPLOYMENT = "ModelServer"
+# No per-request access log lines on the hot path; /metrics counts requests instead.
+QUIET = {"enable_access_log": False}
 
 _ROUTING_STATE = {
     "STARTING": "starting",
@@ -92,7 +94,7 @@ def deploy_app(
     from ray import serve
 
     app = build_app(version, config, rolling=rolling)
-    serve._run(app, name=app_name, route_prefix=None, _blocking=False)
+    serve._run(app, name=app_name, route_prefix=None, logging_config=QUIET, _blocking=False)
 
 
 def shortage(need: dict[str, float], free: dict[str, float]) -> dict[str, float]:

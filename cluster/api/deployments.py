@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import JSONResponse
 
 from cluster.api.deps import ControlDep
+from cluster.http import FastJSONResponse
 from cluster.schemas import (
     DeploymentEvent,
     DeploymentPublic,
@@ -83,6 +83,6 @@ async def predict(
     req: PredictRequest,
     control: ControlDep,
     x_model_version: Annotated[int | None, Header(ge=1)] = None,
-) -> JSONResponse:
-    # A plain JSONResponse skips response-model validation on the hot path.
-    return JSONResponse(await control.predict(name, req, x_model_version))
+) -> FastJSONResponse:
+    # A plain FastJSONResponse skips response-model validation on the hot path.
+    return FastJSONResponse(await control.predict(name, req, x_model_version))

@@ -15,11 +15,11 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
 from cluster import errors
 from cluster.api.deps import ControlDep
+from cluster.http import FastJSONResponse
 from cluster.schemas import EmbedArgs, PredictRequest, Schema
 
 router = APIRouter(tags=["embeddings"])
@@ -79,7 +79,7 @@ class EmbeddingsResponse(Schema):
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse)
-async def embeddings(req: EmbeddingsRequest, control: ControlDep) -> JSONResponse:
+async def embeddings(req: EmbeddingsRequest, control: ControlDep) -> FastJSONResponse:
     route = await control.router.route(req.model)
     if route.kind != EMBEDDING_KIND:
         raise errors.BadRequest(
@@ -89,8 +89,8 @@ async def embeddings(req: EmbeddingsRequest, control: ControlDep) -> JSONRespons
     out = await control.predict(req.model, PredictRequest(args={"texts": req.texts}))
     vectors = out["result"]["embeddings"]
     _check_dimensions(req, len(vectors[0]))
-    # A plain JSONResponse skips response-model validation of every float.
-    return JSONResponse(_body(req, vectors))
+    # A plain FastJSONResponse skips response-model validation of every float.
+    return FastJSONResponse(_body(req, vectors))
 
 
 def _check_dimensions(req: EmbeddingsRequest, size: int) -> None:
