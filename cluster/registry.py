@@ -293,7 +293,7 @@ class RegistryCore:
             )
         from cluster.rollout import abort
 
-        out = abort(r, "rolled back by request", "canceled")
+        out = abort(r, "rolled back by request", "canceled", utcnow())
         self.apply_rollout(name, r.task_id, out.record, out.task, out.events)
         return self.get_task(r.task_id)
 

@@ -150,7 +150,7 @@ def _shifting(r: RolloutState, view: dict, now: datetime) -> Step:
     measured = {k: w[k] for k in ("requests", "errors", "error_rate", "p99_ms")}
     if reason:
         return abort(
-            r, f"rolled back at {r.options.steps[r.step_index]}%: {reason}", "failed", measured
+            r, f"rolled back at {r.options.steps[r.step_index]}%: {reason}", "failed", now, measured
         )
     if not (step_over or starved):
         return Step(
@@ -175,11 +175,19 @@ def _shifting(r: RolloutState, view: dict, now: datetime) -> Step:
     )
 
 
-def abort(r: RolloutState, reason: str, status: str, measured: dict | None = None) -> Step:
+def abort(
+    r: RolloutState, reason: str, status: str, now: datetime, measured: dict | None = None
+) -> Step:
     """Send all traffic back to blue now; green is deleted once it has drained."""
     return Step(
         record={
-            **_set(r, phase="aborting", abort_reason=reason, abort_status=status),
+            **_set(
+                r,
+                phase="aborting",
+                abort_reason=reason,
+                abort_status=status,
+                step_started_at=now,  # the drain is timed from the abort
+            ),
             "traffic": {r.blue_app: 100},
         },
         task={"status": "processing", "detail": {"phase": "aborting", "reason": reason}},
