@@ -16,7 +16,14 @@ from typing import Any
 
 from cluster.schemas import DeployRequest, ModelCreate
 from cluster.serving import QUIET
-from cluster.settings import CONTROL_APP, NAMESPACE, OPERATOR_ACTOR, REGISTRY_ACTOR, Settings
+from cluster.settings import (
+    ASYNC_WORKER_ACTOR,
+    CONTROL_APP,
+    NAMESPACE,
+    OPERATOR_ACTOR,
+    REGISTRY_ACTOR,
+    Settings,
+)
 
 logger = logging.getLogger("modelyard.bootstrap")
 
@@ -42,14 +49,16 @@ def start_control_plane(
     import ray
     from ray import serve
 
+    from cluster.async_worker import get_or_create_async_worker
     from cluster.ingress import build
     from cluster.operator import get_or_create_operator
     from cluster.registry import get_or_create_registry
 
     head = ray.get_runtime_context().get_node_id()
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    registry = get_or_create_registry(settings.db_path, head_node_id=head)
+    registry = get_or_create_registry(settings.db_path, head, settings.async_result_ttl_s)
     operator = get_or_create_operator(head_node_id=head)
+    get_or_create_async_worker(head_node_id=head)
     serve.run(build(key_digest), name=CONTROL_APP, route_prefix="/", logging_config=QUIET)
     task_id = None
     if deploy_default and not ray.get(registry.list_deployments.remote()):
@@ -88,6 +97,6 @@ def stop_control_plane() -> None:
     from ray import serve
 
     serve.shutdown()
-    for name in (OPERATOR_ACTOR, REGISTRY_ACTOR):
+    for name in (ASYNC_WORKER_ACTOR, OPERATOR_ACTOR, REGISTRY_ACTOR):
         with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from ray import serve
 
-from cluster.api import deployments, embeddings, models, system, tasks
+from cluster.api import async_tasks, deployments, embeddings, models, system, tasks
 from cluster.api.deps import configure
 from cluster.http import install_error_handlers, require_key
 
@@ -13,7 +13,7 @@ app = FastAPI(title="modelyard", version="1")
 install_error_handlers(app)
 app.include_router(system.public)
 _v1 = [Depends(require_key)]
-for module in (tasks, deployments, models, system, embeddings):
+for module in (tasks, deployments, models, system, embeddings, async_tasks):
     app.include_router(module.router, prefix="/v1", dependencies=_v1)
 
 

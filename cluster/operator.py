@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -268,32 +267,12 @@ class Operator:
 
 def get_or_create_operator(head_node_id: str | None = None):
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from cluster.actors import control_actor_options
     from cluster.registry import registry_handle
-    from cluster.settings import NAMESPACE, OPERATOR_ACTOR
+    from cluster.settings import OPERATOR_ACTOR
 
-    options: dict[str, Any] = {
-        "name": OPERATOR_ACTOR,
-        "namespace": NAMESPACE,
-        "lifetime": "detached",
-        "get_if_exists": True,
-        "max_restarts": -1,
-        "max_task_retries": -1,
-        "max_concurrency": 4,
-        "num_cpus": 0,
-    }
-    if head_node_id:
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head_node_id, soft=False)
+    options = control_actor_options(OPERATOR_ACTOR, head_node_id, max_concurrency=4)
     actor = ray.remote(Operator).options(**options).remote(registry_handle())
     ray.get(actor.ping.remote(), timeout=60)
     return actor
-
-
-def wait_until(predicate, timeout_s: float, interval_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from cluster import errors
+from cluster.async_queue import AsyncQueue
 from cluster.metrics import merge
 from cluster.schemas import (
     FINAL_TASK_STATES,
     RUNNING_STATES,
+    AsyncTask,
+    AsyncTaskPublic,
     DeleteRequest,
     DeploymentConfig,
     DeploymentEvent,
@@ -29,6 +32,7 @@ from cluster.schemas import (
     ModelPublic,
     ModelVersion,
     Page,
+    PredictRequest,
     RolloutOptions,
     RolloutState,
     Task,
@@ -48,8 +52,9 @@ def deployment_name_for(model_id: str) -> str:
 
 
 class RegistryCore:
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, result_ttl_s: float = 86400) -> None:
         self._store = Store(Path(db_path))
+        self._async = AsyncQueue(self._store, result_ttl_s)
         self._models: dict[str, ModelCreate] = dict(self._store.load("models", ModelCreate))
         self._versions: dict[str, list[ModelVersion]] = {}
         for _, v in self._store.load("versions", ModelVersion):
@@ -487,27 +492,38 @@ class RegistryCore:
             detail={"deployments": [t.name for t in targets], "reason": req.reason},
         )
 
+    # ------------------------------------------------------------ async predictions
 
-def get_or_create_registry(db_path: str | Path, head_node_id: str | None = None):
+    def enqueue_async(self, name: str, req: PredictRequest) -> AsyncTask:
+        self.get_deployment(name)
+        return self._async.enqueue(name, req)
+
+    def claim_async(self, limit: int, lease_s: float) -> list[AsyncTask]:
+        return self._async.claim(limit, lease_s)
+
+    def release_async(self, task_id: str) -> None:
+        self._async.release(task_id)
+
+    def complete_async(self, task_id: str, **fields: Any) -> None:
+        self._async.complete(task_id, **fields)
+
+    def get_async(self, task_id: str) -> AsyncTaskPublic:
+        return AsyncTaskPublic.model_validate(
+            self._async.get(task_id).model_dump(exclude={"deployment", "request", "attempts"})
+        )
+
+
+def get_or_create_registry(
+    db_path: str | Path, head_node_id: str | None = None, result_ttl_s: float = 86400
+):
     """The detached registry actor, created once per cluster; safe to call concurrently."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from cluster.settings import NAMESPACE, REGISTRY_ACTOR
+    from cluster.actors import control_actor_options
+    from cluster.settings import REGISTRY_ACTOR
 
-    options: dict[str, Any] = {
-        "name": REGISTRY_ACTOR,
-        "namespace": NAMESPACE,
-        "lifetime": "detached",
-        "get_if_exists": True,
-        "max_restarts": -1,
-        "max_task_retries": -1,
-        "num_cpus": 0,
-    }
-    if head_node_id:
-        # The SQLite file lives on the head node's disk; keep the actor beside it.
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head_node_id, soft=False)
-    actor = ray.remote(RegistryCore).options(**options).remote(str(db_path))
+    options = control_actor_options(REGISTRY_ACTOR, head_node_id)
+    actor = ray.remote(RegistryCore).options(**options).remote(str(db_path), result_ttl_s)
     ray.get(actor.ping.remote(), timeout=60)
     return actor
 

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 NAMESPACE = "modelyard"
 REGISTRY_ACTOR = "modelyard-registry"
 OPERATOR_ACTOR = "modelyard-operator"
+ASYNC_WORKER_ACTOR = "modelyard-async-worker"
 CONTROL_APP = "modelyard"
 KEY_FILE = "admin.key"
 
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     )
     registry_db: Path | None = Field(
         default=None, description="SQLite file of the registry; default <storage_root>/registry.db."
+    )
+    async_result_ttl_s: float = Field(
+        default=86400, gt=0, description="How long async-prediction results are kept."
     )
     api_key: str | None = Field(
         default=None, description="Admin key; generated and saved under storage_root when unset."

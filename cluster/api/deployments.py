@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query
 from cluster.api.deps import ControlDep
 from cluster.http import FastJSONResponse
 from cluster.schemas import (
+    AsyncAccepted,
     DeploymentEvent,
     DeploymentPublic,
     DeploymentUpdate,
@@ -86,3 +87,10 @@ async def predict(
 ) -> FastJSONResponse:
     # A plain FastJSONResponse skips response-model validation on the hot path.
     return FastJSONResponse(await control.predict(name, req, x_model_version))
+
+
+@router.post("/{name}/async-predict", status_code=202)
+async def async_predict(name: str, req: PredictRequest, control: ControlDep) -> AsyncAccepted:
+    """Queue a prediction; poll ``GET /v1/async-tasks/{task_id}`` for its result."""
+    task = await control.call("enqueue_async", name, req)
+    return AsyncAccepted(task_id=task.task_id)

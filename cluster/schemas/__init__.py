@@ -24,7 +24,14 @@ from cluster.schemas.deployments import (
 )
 from cluster.schemas.models import ModelCreate, ModelKind, ModelPublic, ModelVersion, VersionCreate
 from cluster.schemas.nodes import ClusterPublic, NodePublic, Page
-from cluster.schemas.predictions import EmbedArgs, PredictRequest, PredictResponse
+from cluster.schemas.predictions import (
+    AsyncAccepted,
+    AsyncTask,
+    AsyncTaskPublic,
+    EmbedArgs,
+    PredictRequest,
+    PredictResponse,
+)
 from cluster.schemas.tasks import (
     FINAL_TASK_STATES,
     DeleteRequest,
@@ -36,6 +43,9 @@ from cluster.schemas.tasks import (
 )
 
 __all__ = [
+    "AsyncAccepted",
+    "AsyncTask",
+    "AsyncTaskPublic",
     "WaitFor",
     "Allocation",
     "Autoscaling",

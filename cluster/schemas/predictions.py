@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from cluster.schemas.base import Schema
+from cluster.schemas.base import Schema, utcnow
 
 
 class PredictRequest(Schema):
@@ -35,3 +36,34 @@ class EmbedArgs(Schema):
     """``args`` of a sentence-transformer prediction."""
 
     texts: list[str] = Field(min_length=1, max_length=4096)
+
+
+class AsyncTask(Schema):
+    """A queued prediction, kept in the registry (so in SQLite) until its result expires."""
+
+    task_id: str
+    deployment: str
+    request: PredictRequest
+    status: Literal["PENDING", "SUCCESS", "FAILURE"] = "PENDING"
+    result: Any = None
+    model_version: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+
+
+class AsyncTaskPublic(Schema):
+    task_id: str
+    status: Literal["PENDING", "SUCCESS", "FAILURE"]
+    result: Any = None
+    model_version: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+
+
+class AsyncAccepted(Schema):
+    task_id: str

@@ -1,0 +1,16 @@
+"""Results of queued predictions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cluster.api.deps import ControlDep
+from cluster.schemas import AsyncTaskPublic
+
+router = APIRouter(prefix="/async-tasks", tags=["predictions"])
+
+
+@router.get("/{task_id}")
+async def get_async_task(task_id: str, control: ControlDep) -> AsyncTaskPublic:
+    """PENDING, then SUCCESS with the result or FAILURE with the error and traceback."""
+    return await control.call("get_async", task_id)

@@ -1,0 +1,85 @@
+"""Workers that drain the async-prediction queue through the same prediction path as the
+ingress (routing weights, limits, timeouts), and write each result back to the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from cluster import errors
+from cluster.schemas import AsyncTask
+
+logger = logging.getLogger("modelyard.async")
+
+RETRYABLE = (errors.Overloaded, errors.NotReady, errors.UpstreamTimeout)
+
+
+class AsyncWorker:
+    def __init__(self, registry: Any, concurrency: int = 64, lease_s: float = 120.0) -> None:
+        from cluster.control import ControlPlane
+        from cluster.metrics import Metrics
+        from cluster.routing import Router
+
+        self._registry = registry
+        self._concurrency = concurrency
+        self._lease_s = lease_s
+        self._control = ControlPlane(registry, None, Router(registry), Metrics())
+        self._task: asyncio.Task | None = None
+
+    async def ping(self) -> bool:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        return True
+
+    async def _loop(self) -> None:
+        running: set[asyncio.Task] = set()
+        while True:
+            try:
+                room = self._concurrency - len(running)
+                claimed = (
+                    await self._registry.claim_async.remote(room, self._lease_s) if room else []
+                )
+            except Exception:  # the registry is restarting: its calls retry, we wait
+                logger.warning("claiming async tasks failed", exc_info=True)
+                claimed = []
+            for task in claimed:
+                job = asyncio.create_task(self._run(task))
+                running.add(job)
+                job.add_done_callback(running.discard)
+            await asyncio.sleep(0.05 if claimed else 0.2)
+
+    async def _run(self, task: AsyncTask) -> None:
+        try:
+            out = await self._control.predict(task.deployment, task.request)
+            fields = {
+                "status": "SUCCESS",
+                "result": out["result"],
+                "model_version": out["model_version"],
+            }
+        except RETRYABLE:
+            await asyncio.sleep(1.0)
+            await self._registry.release_async.remote(task.task_id)
+            return
+        except errors.ModelyardError as exc:
+            fields = {
+                "status": "FAILURE",
+                "error": exc.message,
+                "traceback": getattr(exc, "traceback", None),
+            }
+        except Exception as exc:  # an unexpected failure still ends the task, with its cause
+            fields = {"status": "FAILURE", "error": f"{type(exc).__name__}: {exc}"}
+        await self._registry.complete_async.remote(task.task_id, **fields)
+
+
+def get_or_create_async_worker(head_node_id: str | None = None):
+    import ray
+
+    from cluster.actors import control_actor_options
+    from cluster.registry import registry_handle
+    from cluster.settings import ASYNC_WORKER_ACTOR
+
+    options = control_actor_options(ASYNC_WORKER_ACTOR, head_node_id)
+    actor = ray.remote(AsyncWorker).options(**options).remote(registry_handle())
+    ray.get(actor.ping.remote(), timeout=60)
+    return actor
