@@ -1,4 +1,4 @@
-"""The ``modelyard`` command line: up, down, status."""
+"""Server commands: ``up`` starts or joins Ray and serves, ``down`` stops, ``status``."""
 
 from __future__ import annotations
 
@@ -6,28 +6,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from cluster.cli.common import app, console
 from cluster.settings import NAMESPACE, Settings, key_digest, load_or_create_key
 
-app = typer.Typer(help="modelyard: model serving and fine-tuning on Ray.", no_args_is_help=True)
-console = Console()
-
 RayAddress = Annotated[
-    str | None, typer.Option(help="Ray cluster to join [env MODELYARD_RAY_ADDRESS]; empty: local.")
+    str | None, typer.Option(help="Ray cluster to join (env MODELYARD_RAY_ADDRESS); empty: local.")
 ]
-Host = Annotated[str | None, typer.Option(help="HTTP bind address [env MODELYARD_HOST].")]
-Port = Annotated[int | None, typer.Option(help="HTTP port [env MODELYARD_PORT].")]
+Host = Annotated[str | None, typer.Option(help="HTTP bind address (env MODELYARD_HOST).")]
+Port = Annotated[int | None, typer.Option(help="HTTP port (env MODELYARD_PORT).")]
 StorageRoot = Annotated[
-    Path | None, typer.Option(help="Artifacts, registry and key [env MODELYARD_STORAGE_ROOT].")
+    Path | None, typer.Option(help="Artifacts, registry and key (env MODELYARD_STORAGE_ROOT).")
 ]
-RegistryDb = Annotated[Path | None, typer.Option(help="SQLite file [env MODELYARD_REGISTRY_DB].")]
-ApiKey = Annotated[str | None, typer.Option(help="Admin key [env MODELYARD_API_KEY].")]
+RegistryDb = Annotated[Path | None, typer.Option(help="SQLite file (env MODELYARD_REGISTRY_DB).")]
+ApiKey = Annotated[str | None, typer.Option(help="Admin key (env MODELYARD_API_KEY).")]
 
 
 def _settings(**options: object) -> Settings:
@@ -36,37 +33,32 @@ def _settings(**options: object) -> Settings:
 
 
 def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
-    """Join the configured or running cluster, else start one. True if this call started it."""
+    """Join the configured cluster, else a running local one (detached mode), else start
+    one. Returns True when this call started Ray."""
     import ray
 
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
         return False
+    if start_local and not detach:
+        # Foreground: a private local Ray that lives and dies with this process.
+        ray.init(namespace=NAMESPACE, log_to_driver=False)
+        return True
     try:
         ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
         return False
     except (ConnectionError, RuntimeError):
         if not start_local:
             raise
-    if detach:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ray.scripts.scripts",
-                "start",
-                "--head",
-                "--disable-usage-stats",
-            ],
-            check=True,
-        )
-        ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
-    else:
-        ray.init(namespace=NAMESPACE, log_to_driver=False)
+    subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--disable-usage-stats"],
+        check=True,
+    )
+    ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
     return True
 
 
-@app.command()
+@app.command(rich_help_panel="Server")
 def up(
     ray_address: RayAddress = None,
     host: Host = None,
@@ -102,11 +94,19 @@ def up(
     if detach:
         return
     console.print("serving in the foreground; Ctrl-C stops" + (" Ray too." if started else "."))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        while True:
-            time.sleep(3600)
-    except (KeyboardInterrupt, SystemExit):
+    _wait_for_signal()
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM; Ray's own handlers are replaced for the wait."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
         pass
 
 
@@ -125,7 +125,7 @@ def _print_banner(url: str, key: str, settings: Settings, created: bool) -> None
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Server")
 def down(
     ray_address: RayAddress = None,
     stop_ray: Annotated[bool, typer.Option(help="Also run 'ray stop' on this machine.")] = True,
@@ -148,7 +148,7 @@ def down(
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop"], check=False)
 
 
-@app.command()
+@app.command(rich_help_panel="Server")
 def status(
     host: Host = None, port: Port = None, storage_root: StorageRoot = None, api_key: ApiKey = None
 ) -> None:
@@ -175,11 +175,3 @@ def status(
             f"  {d['name']:<24} {d['model_id']} v{d['model_version']:<4} {d['status']:<10} "
             f"{alloc.get('running_replicas', 0)}/{alloc.get('target_replicas', 0)} replicas"
         )
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

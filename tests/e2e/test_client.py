@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,6 +21,7 @@ from cluster.client import (
     NotFoundError,
     PredictorError,
     ResponseFuture,
+    ServerError,
 )
 from cluster.schemas import ClusterPublic, ModelVersion, Task
 from tests.conftest import API_KEY, wait_for
@@ -29,6 +31,8 @@ pytestmark = pytest.mark.e2e
 MINILM = "all-MiniLM-L6-v2"
 ECHO = {"kind": "custom", "predictor": "tests.predictors:Echo"}
 TEXTS = ["modelyard serves models on Ray", "a cat sat on the mat"]
+# Swaps fast enough for a test: two steps of half a second, judged on any number of requests.
+FAST = {"steps": [50, 100], "step_interval_s": 0.5, "min_requests_per_step": 0}
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +216,96 @@ def test_predict_async_futures(minilm):
     single = minilm.predict({"texts": ["text number 3"]}).result["embeddings"]
     np.testing.assert_allclose(responses[3].result["embeddings"], single, atol=1e-5)
     wait_for(lambda: all(f.done() for f in futures), 5, "every future to be done")
+
+
+# ---------------------------------------------------------------- swaps and lifecycle
+
+
+def _artifact(tmp_path, name: str, **conf) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(conf))
+    return str(path)
+
+
+@pytest.fixture
+def versioned(client, tmp_path) -> Iterator[tuple[Model, Deployment]]:
+    """A fresh ``tests.predictors:Versioned`` model with v1 deployed under the same name."""
+    model_id = f"client-v-{uuid.uuid4().hex[:8]}"
+    model = client.register_model(
+        model_id,
+        kind="custom",
+        predictor="tests.predictors:Versioned",
+        artifact_uri=_artifact(tmp_path, "v1"),
+    )
+    yield model, _deploy(client, model_id, model_id)
+    _delete(client, model_id)
+
+
+def test_swap_with_progress_then_events_tasks_and_conflicts(client, versioned, tmp_path):
+    model, deployment = versioned
+    v2 = model.add_version(_artifact(tmp_path, "v2")).version
+    task = deployment.set_model_version(v2, rollout=FAST, wait=True, timeout=180, progress=True)
+    assert (task.kind, task.status, task.detail["phase"]) == ("rollout", "done", "done"), task
+
+    info = deployment.wait_for_pending_deployment_update(timeout=60)
+    assert (info.model_version, info.previous_version, info.pending_model_version) == (v2, 1, None)
+    assert info.status == "ACTIVE" and info.traffic == {}
+    assert deployment.predict({"x": 1}).model_version == v2
+    assert client.get_task(task.id) == task
+    page = client.list_tasks(kind="rollout", status="done", limit=500)
+    assert task.id in [t.id for t in page.items] and page.total >= 1
+    assert all(t.kind == "rollout" and t.status == "done" for t in page.items)
+
+    types = [e.type for e in deployment.events()]
+    assert types.count("rollout_step") == 2 and types[-1] == "rollout_done"
+    assert "rollout_started" in types
+    with pytest.raises(ConflictError, match=f"already serves v{v2}"):
+        deployment.set_model_version(v2)
+    with pytest.raises(NotFoundError):
+        deployment.set_model_version(99)
+    with pytest.raises(NotFoundError):
+        client.get_task("rollout-doesnotexist")
+
+
+def test_rollback_mid_swap_and_pinned_versions(client, versioned, tmp_path):
+    model, deployment = versioned
+    v2 = model.add_version(_artifact(tmp_path, "v2")).version
+    slow = {**FAST, "step_interval_s": 60}
+    task = deployment.set_model_version(v2, rollout=slow)
+    assert task.status in ("pending", "processing")
+    wait_for(lambda: deployment.refresh().traffic, 120, "traffic to start moving to v2")
+    assert deployment.info.traffic == {deployment.info.serve_app: 50, f"{deployment.name}--v2": 50}
+    # Either version answers when pinned, whatever the split.
+    assert deployment.predict({"x": 1}, version=v2).model_version == v2
+    assert deployment.predict({"x": 1}, version=1).model_version == 1
+    with pytest.raises(TimeoutError, match=f"swapping to v{v2}"):
+        deployment.wait_for_pending_deployment_update(timeout=1)
+
+    assert deployment.rollback().id == task.id
+    ended = client.wait_for_task(task, timeout=60)
+    assert ended.status == "canceled" and ended.error == "rolled back by request"
+    info = deployment.wait_for_pending_deployment_update(timeout=60)
+    assert (info.model_version, info.rollout, info.status) == (1, None, "ACTIVE")
+    assert deployment.events()[-1].type == "rollback"
+
+
+def test_update_stop_and_start(client, versioned):
+    _, deployment = versioned
+    resources = deployment.info.config.resources
+    info = deployment.update(description="nightly", config={"max_batch_size": 8})
+    assert info.description == "nightly" and info.config.max_batch_size == 8
+    assert info.config.resources == resources  # a config dict changes only what it names
+    assert deployment.wait_for_pending_deployment_update(timeout=60).status == "ACTIVE"
+
+    assert deployment.stop().status == "STOPPED"
+    with pytest.raises(ServerError) as stopped:
+        deployment.predict({"x": 1})
+    assert stopped.value.status_code == 503 and "stopped" in stopped.value.message
+    with pytest.raises(ConflictError):
+        deployment.stop()
+
+    assert deployment.start().status != "STOPPED"
+    assert deployment.wait_for_pending_deployment_update(timeout=120).status == "ACTIVE"
+    wait_for(lambda: deployment.predict({"x": 1}).model_version == 1, 20, "predictions after start")
+    types = [e.type for e in deployment.events()]
+    assert types[-3:] == ["updated", "stopped", "started"]

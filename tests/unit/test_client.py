@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
-from cluster import client as client_module
+from cluster import schemas as client_schemas
 from cluster.client import (
     AuthenticationError,
     BadRequestError,
@@ -23,7 +25,10 @@ from cluster.client import (
     RateLimitError,
     RequestTimeoutError,
     ServerError,
+    TaskPage,
+    describe_task,
 )
+from cluster.schemas import DeploymentPublic, RolloutOptions
 
 NOW = "2025-01-01T00:00:00Z"
 
@@ -48,7 +53,7 @@ def task(status: str = "done", **fields) -> dict:
 @pytest.fixture
 def no_sleep(monkeypatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr(client_module.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)
     return slept
 
 
@@ -232,6 +237,261 @@ def test_predict_async_runs_in_the_background():
 
     with make_client(handler) as client:
         body = {"name": "d", "model_id": "m", "model_version": 1, "app_name": "d--v1"}
-        deployment = Deployment(client, client_module.DeploymentPublic.model_validate(body))
+        deployment = Deployment(client, DeploymentPublic.model_validate(body))
         futures = [deployment.predict_async({"i": i}) for i in range(10)]
         assert [f.get(timeout=5).result for f in futures] == [i * 2 for i in range(10)]
+
+
+# ---------------------------------------------------------------- swaps, lifecycle, tasks
+
+
+class Server:
+    """Answers by (method, path) from ``routes`` (a JSON body, a Response or a callable);
+    records every request with its decoded body."""
+
+    def __init__(self, routes: dict[tuple[str, str], Any]) -> None:
+        self.routes = routes
+        self.seen: list[tuple[str, str, dict, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        sent = json.loads(request.content) if request.content else None
+        self.seen.append((request.method, request.url.path, dict(request.url.params), sent))
+        answer = self.routes[(request.method, request.url.path)]
+        answer = answer(request) if callable(answer) else answer
+        return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
+
+    def bodies(self, method: str) -> list[Any]:
+        return [b for m, _, _, b in self.seen if m == method]
+
+
+def deployment_body(**fields) -> dict:
+    return {
+        "name": "d",
+        "model_id": "m",
+        "model_version": 1,
+        "app_name": "d--v1",
+        "status": "ACTIVE",
+        **fields,
+    }
+
+
+def rollout_task(status: str = "processing", detail: dict | None = None, **fields) -> dict:
+    detail = {"from_version": 1, "to_version": 2, "strategy": "green", **(detail or {})}
+    return task(status, id="rollout-1", kind="rollout", detail=detail, **fields)
+
+
+@pytest.fixture
+def on():
+    """``on(server)``: a ``Deployment`` 'd' read through a client answered by ``server``."""
+    clients: list[Client] = []
+
+    def make(server: Server) -> Deployment:
+        server.routes.setdefault(("GET", "/v1/deployments/d"), deployment_body())
+        clients.append(make_client(server))
+        return clients[-1].get_deployment("d")
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def test_get_task_reads_any_kind_from_the_tasks_route():
+    server = Server({("GET", "/v1/tasks/rollout-1"): rollout_task("done")})
+    with make_client(server) as client:
+        assert client.get_task("rollout-1").kind == "rollout"
+        assert client.wait_for_task("rollout-1", timeout=1).status == "done"
+    assert {path for _, path, _, _ in server.seen} == {"/v1/tasks/rollout-1"}
+
+
+def test_list_tasks_sends_only_the_filters_given():
+    page = {"items": [rollout_task("done")], "total": 7, "offset": 5, "limit": 1}
+    server = Server({("GET", "/v1/tasks"): page})
+    with make_client(server) as client:
+        out = client.list_tasks(kind="rollout", offset=5, limit=1)
+        client.list_tasks()
+    assert isinstance(out, TaskPage) and out.total == 7 and out.items[0].id == "rollout-1"
+    assert [params for _, _, params, _ in server.seen] == [
+        {"kind": "rollout", "offset": "5", "limit": "1"},
+        {"offset": "0", "limit": "50"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rollout", "sent"),
+    [
+        (None, {"version": 2}),
+        ({"steps": [50, 100]}, {"version": 2, "rollout": {"steps": [50, 100]}}),
+        (RolloutOptions(strategy="in_place"), {"version": 2, "rollout": {"strategy": "in_place"}}),
+    ],
+)
+def test_set_model_version_sends_only_the_rollout_options_given(on, rollout, sent):
+    server = Server({("PUT", "/v1/deployments/d/model-version"): rollout_task("pending")})
+    out = on(server).set_model_version(2, rollout=rollout)
+    assert out.kind == "rollout" and out.status == "pending"
+    assert server.bodies("PUT") == [sent]
+
+
+def test_bad_rollout_options_fail_before_sending(on):
+    server = Server({})
+    deployment = on(server)
+    with pytest.raises(ValueError, match="end at 100"):
+        deployment.set_model_version(2, rollout={"steps": [10, 50]})
+    with pytest.raises(ValueError, match="step_interval"):
+        deployment.set_model_version(2, rollout={"step_interval": 1})
+    assert [m for m, *_ in server.seen] == ["GET"]
+
+
+def test_set_model_version_waits_for_the_task_to_end(on, no_sleep):
+    states = iter(["processing", "processing", "done"])
+    server = Server(
+        {
+            ("PUT", "/v1/deployments/d/model-version"): rollout_task("pending"),
+            ("GET", "/v1/tasks/rollout-1"): lambda r: httpx.Response(
+                200, json=rollout_task(next(states))
+            ),
+        }
+    )
+    out = on(server).set_model_version(2, wait=True, timeout=5, progress=True)
+    assert out.status == "done"
+    assert [p for _, p, *_ in server.seen].count("/v1/tasks/rollout-1") == 3
+
+
+def test_a_refused_swap_is_returned_without_waiting(on):
+    refused = rollout_task("refused", error="not enough free resources: GPU")
+    server = Server({("PUT", "/v1/deployments/d/model-version"): refused})
+    out = on(server).set_model_version(2, wait=True)
+    assert out.status == "refused" and "GPU" in out.error
+    assert [m for m, *_ in server.seen] == ["GET", "PUT"]
+
+
+def test_rollback_stop_start_and_events(on):
+    events = [
+        {
+            "deployment": "d",
+            "type": "rollback",
+            "message": "rolled back by request",
+            "data": {"error_rate": 0.5},
+            "at": NOW,
+        }
+    ]
+    server = Server(
+        {
+            ("POST", "/v1/deployments/d/rollback"): rollout_task("processing"),
+            ("POST", "/v1/deployments/d/stop"): deployment_body(status="STOPPED"),
+            ("POST", "/v1/deployments/d/start"): deployment_body(status="PENDING"),
+            ("GET", "/v1/deployments/d/events"): events,
+        }
+    )
+    deployment = on(server)
+    assert deployment.rollback().id == "rollout-1"
+    assert deployment.stop().status == "STOPPED" and deployment.info.status == "STOPPED"
+    assert deployment.start().status == "PENDING" and deployment.info.status == "PENDING"
+    got = deployment.events()
+    assert got[0].type == "rollback" and got[0].data == {"error_rate": 0.5}
+
+
+def test_update_sends_only_what_is_given_and_overlays_config_dicts(on):
+    current = deployment_body(config={"num_replicas": 2, "resources": {"num_gpus": 0.5}})
+    server = Server(
+        {
+            ("GET", "/v1/deployments/d"): current,
+            ("PATCH", "/v1/deployments/d"): lambda r: httpx.Response(
+                200, json=deployment_body(description=json.loads(r.content).get("description", ""))
+            ),
+        }
+    )
+    deployment = on(server)
+    assert deployment.update(description="nightly").description == "nightly"
+    deployment.info = DeploymentPublic.model_validate(current)
+    deployment.update(config={"num_replicas": 3, "resources": {"num_cpus": 2}})
+    deployment.update(config=client_schemas.DeploymentConfig(num_replicas=4), rollout={})
+    first, overlaid, replaced = server.bodies("PATCH")
+    assert first == {"description": "nightly"}
+    assert overlaid["config"]["num_replicas"] == 3
+    assert overlaid["config"]["resources"] == {"num_gpus": 0.5, "num_cpus": 2, "memory": None}
+    assert replaced == {"config": {"num_replicas": 4}, "rollout": {}}
+
+
+def test_wait_for_pending_deployment_update_asks_the_server_to_wait(on):
+    answers = iter([deployment_body(status="DEPLOYING"), deployment_body(model_version=2)])
+    server = Server({("GET", "/v1/deployments/d"): deployment_body()})
+    deployment = on(server)
+    server.routes[("GET", "/v1/deployments/d")] = lambda r: httpx.Response(200, json=next(answers))
+    assert deployment.wait_for_pending_deployment_update(timeout=30).model_version == 2
+    assert deployment.info.model_version == 2
+    waits = [params for _, _, params, _ in server.seen[1:]]
+    assert len(waits) == 2 and all(p["wait"] == "true" for p in waits)
+    assert 0 < float(waits[0]["timeout_s"]) <= 30
+
+
+def test_wait_for_pending_deployment_update_times_out(on):
+    swapping = deployment_body(
+        status="UPDATING",
+        pending_model_version=2,
+        rollout={
+            "task_id": "rollout-1",
+            "from_version": 1,
+            "to_version": 2,
+            "blue_app": "d--v1",
+            "green_app": "d--v2",
+            "config": {},
+            "options": {},
+        },
+    )
+    server = Server({("GET", "/v1/deployments/d"): swapping})
+    with pytest.raises(TimeoutError, match="swapping to v2"):
+        on(server).wait_for_pending_deployment_update(timeout=0.05)
+
+
+def test_predict_pins_a_version(on):
+    answer = {"status": "SUCCESS", "result": 1, "model_version": 2}
+    server = Server({("POST", "/v1/deployments/d/predict"): answer})
+    deployment = on(server)
+    assert deployment.predict({"x": 1}, version=2).model_version == 2
+    assert deployment.predict_async({"x": 1}, "r1", version=2).get(timeout=5).model_version == 2
+    assert deployment.predict({"x": 1}).model_version == 2
+    assert server.bodies("POST") == [
+        {"args": {"x": 1}, "version": 2},
+        {"args": {"x": 1}, "version": 2, "request_id": "r1"},
+        {"args": {"x": 1}},
+    ]
+
+
+# ---------------------------------------------------------------- a newer server
+
+
+def test_answers_with_unknown_fields_at_any_depth_still_parse():
+    body = deployment_body(
+        shiny_new_field=1,
+        config={"num_replicas": 1, "new_knob": True, "resources": {"tpus": 4}},
+        allocation={
+            "allocation_state": "started",
+            "queue_depth": 3,
+            "routing_table": {"r1": {"routing_state": "started", "zone": "eu"}},
+        },
+    )
+    page = {
+        "items": [rollout_task(priority=3)],
+        "total": 1,
+        "offset": 0,
+        "limit": 50,
+        "next_cursor": "x",
+    }
+    server = Server({("GET", "/v1/deployments/d"): body, ("GET", "/v1/tasks"): page})
+    with make_client(server) as client:
+        info = client.get_deployment("d").info
+        assert info.allocation.routing_table["r1"].routing_state == "started"
+        assert client.list_tasks().items[0].id == "rollout-1"
+    with pytest.raises(ValueError, match="shiny"):
+        EndpointRequest(args={}, shiny=1)  # what the client sends stays strict
+
+
+def test_describe_task_names_phase_and_traffic():
+    shifting = rollout_task(detail={"to_version": 2, "phase": "shifting", "traffic_percent": 50})
+    assert describe_task(client_schemas.Task.model_validate(shifting)) == (
+        "rollout rollout-1: processing (shifting, 50% on v2)"
+    )
+    failed = task("failed", error="weights are corrupt", detail={"allocation_state": "failed"})
+    assert describe_task(client_schemas.Task.model_validate(failed)) == (
+        "deploy deploy-abc: failed (failed) - weights are corrupt"
+    )

