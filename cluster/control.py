@@ -92,6 +92,21 @@ class ControlPlane:
         await self.router.refresh()
         return task
 
+    async def rollback(self, name: str, options: RolloutOptions | None) -> Task:
+        """Mid-swap: traffic back to the serving version at once. After a swap: back to the
+        previous version through the same green path (with its capacity check)."""
+        record: DeploymentRecord = await self.call("get_deployment", name)
+        if record.rollout is not None:
+            task = await self.call("abort_rollout", name)
+            self.operator.kick.remote()
+            await self.router.refresh()
+            return task
+        if record.previous_version is None:
+            raise errors.Conflict(f"deployment '{name}' has no previous version to go back to")
+        return await self._rollout(
+            record, record.previous_version, options or RolloutOptions(), record.config
+        )
+
     async def patch(self, name: str, req: DeploymentUpdate) -> tuple[DeploymentRecord, Task | None]:
         """Metadata and in-place config now; new resources through a green rollout."""
         record: DeploymentRecord = await self.call("get_deployment", name)
@@ -118,7 +133,15 @@ class ControlPlane:
         apps = await serving.applications_async()
         total, free = await asyncio.to_thread(serving.resources)
         alloc = serving.allocation(apps.get(record.serve_app), total, free)
-        return DeploymentPublic(**record.model_dump(), app_name=record.serve_app, allocation=alloc)
+        green = None
+        if record.rollout is not None and record.rollout.green_app != record.serve_app:
+            green = serving.allocation(apps.get(record.rollout.green_app), total, free)
+        return DeploymentPublic(
+            **record.model_dump(),
+            app_name=record.serve_app,
+            allocation=alloc,
+            green_allocation=green,
+        )
 
     async def cluster(self) -> ClusterPublic:
         return await asyncio.to_thread(serving.cluster_view)

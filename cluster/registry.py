@@ -283,15 +283,12 @@ class RegistryCore:
         for type_, message, data in events:
             self.add_event(name, type_, message, data)
 
-    def rollback(self, name: str) -> Task:
-        """Mid-swap: all traffic back to blue at once. After one: swap back to the previous
-        version through the same green path."""
+    def abort_rollout(self, name: str) -> Task:
+        """Mid-swap rollback: all traffic back to blue at once; green drains, then goes."""
         record = self.get_deployment(name)
         r = record.rollout
         if r is None:
-            if record.previous_version is None:
-                raise errors.Conflict(f"deployment '{name}' has no previous version to go back to")
-            return self.start_rollout(name, record.previous_version, RolloutOptions())
+            raise errors.Conflict(f"deployment '{name}' has no swap in progress")
         if r.phase not in ("starting", "shifting") or r.options.strategy == "in_place":
             raise errors.Conflict(
                 f"the swap of '{name}' is {r.phase}; roll back once it has finished"

@@ -14,6 +14,7 @@ from cluster.schemas import (
     DeploymentPublic,
     DeploymentUpdate,
     PredictRequest,
+    RolloutOptions,
     SetVersionRequest,
     Task,
 )
@@ -51,10 +52,9 @@ async def set_model_version(name: str, req: SetVersionRequest, control: ControlD
 
 
 @router.post("/{name}/rollback", status_code=202)
-async def rollback(name: str, control: ControlDep) -> Task:
-    task = await control.call("rollback", name)
-    control.operator.kick.remote()
-    return task
+async def rollback(name: str, control: ControlDep, options: RolloutOptions | None = None) -> Task:
+    """The body, optional, is the rollout options of a swap back to the previous version."""
+    return await control.rollback(name, options)
 
 
 @router.post("/{name}/stop")

@@ -214,6 +214,9 @@ class Allocation(Schema):
 class DeploymentPublic(DeploymentRecord):
     app_name: str
     allocation: Allocation | None = None
+    green_allocation: Allocation | None = Field(
+        default=None, description="Mid-swap: the allocation of the new version's app."
+    )
 
 
 class DeploymentUpdate(Schema):
