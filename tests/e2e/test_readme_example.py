@@ -1,0 +1,35 @@
+"""The README's driver script (examples/driver.py) runs against a live server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import API_KEY, ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_driver_example_runs(local_cluster, clean_serve):
+    env = {
+        **os.environ,
+        "MODELYARD_URL": local_cluster.url,
+        "MODELYARD_API_KEY": API_KEY,
+        "PYTHONPATH": str(ROOT),
+    }
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "driver.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "embedding[:3]" in out.stdout
+    assert "swap: done -> " in out.stdout
+    assert "rollout_done" in out.stdout
+    readme = (ROOT / "README.md").read_text()
+    assert (ROOT / "examples" / "driver.py").read_text().strip() in readme
