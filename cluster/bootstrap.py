@@ -57,15 +57,30 @@ def start_control_plane(
     head = ray.get_runtime_context().get_node_id()
     serve.start(http_options={"host": settings.host, "port": settings.port})
     registry = get_or_create_registry(settings.db_path, head, settings.async_result_ttl_s)
-    operator = get_or_create_operator(head_node_id=head)
+    operator = get_or_create_operator(head, str(settings.root), _dashboard_url())
     get_or_create_async_worker(head_node_id=head)
-    serve.run(build(key_digest), name=CONTROL_APP, route_prefix="/", logging_config=QUIET)
+    serve.run(
+        build(key_digest, str(settings.root)),
+        name=CONTROL_APP,
+        route_prefix="/",
+        logging_config=QUIET,
+    )
     task_id = None
     if deploy_default and not ray.get(registry.list_deployments.remote()):
         task_id = _deploy_bundled(registry)
         operator.kick.remote()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     return ControlPlaneInfo(f"http://{host}:{settings.port}", registry, operator, task_id)
+
+
+def _dashboard_url() -> str | None:
+    """Where Ray Jobs are submitted (fine-tuning); None when the dashboard is off."""
+    from ray._private.worker import get_dashboard_url
+
+    try:
+        return get_dashboard_url() or None
+    except Exception:
+        return None
 
 
 def _deploy_bundled(registry: Any) -> str:

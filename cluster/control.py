@@ -54,6 +54,14 @@ class ControlPlane:
         except Exception as exc:
             raise unwrap(exc) from None
 
+    async def operator_call(self, method: str, *args: Any) -> Any:
+        from cluster.http import unwrap
+
+        try:
+            return await getattr(self.operator, method).remote(*args)
+        except Exception as exc:
+            raise unwrap(exc) from None
+
     async def submit(self, method: str, req: Any, wait_for: str, timeout_s: float) -> Task:
         """Create a task, wake the operator, and wait (bounded) for ``wait_for``."""
         task: Task = await self.call(method, req)

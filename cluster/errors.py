@@ -30,6 +30,11 @@ class BadRequest(ModelyardError):
     error_type = "bad_request"
 
 
+class InvalidInput(BadRequest):
+    status_code = 422
+    error_type = "validation_error"
+
+
 class CapacityError(BadRequest):
     error_type = "insufficient_capacity"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from ray import serve
 
-from cluster.api import async_tasks, deployments, embeddings, models, system, tasks
+from cluster.api import async_tasks, deployments, embeddings, finetune, models, system, tasks
 from cluster.api.deps import configure
 from cluster.http import install_error_handlers, require_key
 
@@ -13,14 +13,14 @@ app = FastAPI(title="modelyard", version="1")
 install_error_handlers(app)
 app.include_router(system.public)
 _v1 = [Depends(require_key)]
-for module in (tasks, deployments, models, system, embeddings, async_tasks):
+for module in (tasks, deployments, models, system, embeddings, async_tasks, finetune):
     app.include_router(module.router, prefix="/v1", dependencies=_v1)
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=2048, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, key_digest: str) -> None:
+    def __init__(self, key_digest: str, storage_root: str = "") -> None:
         import ray
 
         from cluster.control import ControlPlane
@@ -33,8 +33,8 @@ class Ingress:
         metrics = Metrics()
         router = Router(registry, metrics)
         operator = ray.get_actor(OPERATOR_ACTOR, namespace=NAMESPACE)
-        configure(ControlPlane(registry, operator, router, metrics), key_digest)
+        configure(ControlPlane(registry, operator, router, metrics), key_digest, storage_root)
 
 
-def build(key_digest: str):
-    return Ingress.bind(key_digest)
+def build(key_digest: str, storage_root: str = ""):
+    return Ingress.bind(key_digest, storage_root)

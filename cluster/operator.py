@@ -169,8 +169,15 @@ class RayServeGateway:
 class Operator:
     """Runs ``plan`` against the registry and Serve in a loop (as a detached actor)."""
 
-    def __init__(self, registry: Any, gateway: ServeGateway | None = None, tick_s: float = 0.5):
+    def __init__(
+        self,
+        registry: Any,
+        gateway: ServeGateway | None = None,
+        tick_s: float = 0.5,
+        finetune: Any = None,
+    ):
         self._registry = registry
+        self._finetune = finetune
         self._gateway = gateway or RayServeGateway()
         self._tick_s = tick_s
         self._wake = threading.Event()
@@ -181,6 +188,17 @@ class Operator:
 
     def ping(self) -> bool:
         return True
+
+    def cancel_finetune(self, task_id: str):
+        """Stop a fine-tuning task's Ray Job (its Train actors go with it) and mark it."""
+        return self._finetune.cancel(task_id)
+
+    def finetune_logs(self, task_id: str) -> str:
+        import ray
+
+        task = ray.get(self._registry.get_task.remote(task_id, "fine_tuning"))
+        job_id = task.detail.get("job_id")
+        return self._finetune.jobs().get_job_logs(job_id) if job_id else ""
 
     def kick(self) -> None:
         """Reconcile now instead of at the next tick."""
@@ -209,6 +227,8 @@ class Operator:
             }
             p = plan(deployments, tasks, apps, allocations)
             self._apply(p, {d.name: d.status for d in deployments})
+            if self._finetune is not None:
+                self._finetune.tick([t for t in tasks if t.kind == "fine_tuning"])
             rolling = [d for d in deployments if d.rollout is not None and d.status == "UPDATING"]
             if rolling:
                 view = ray.get(self._registry.ingress_view.remote())
@@ -265,14 +285,19 @@ class Operator:
         ray.get(updates)
 
 
-def get_or_create_operator(head_node_id: str | None = None):
+def get_or_create_operator(
+    head_node_id: str | None = None, storage_root: str = "", dashboard_url: str | None = None
+):
     import ray
 
     from cluster.actors import control_actor_options
+    from cluster.finetune import FineTuneRunner
     from cluster.registry import registry_handle
     from cluster.settings import OPERATOR_ACTOR
 
     options = control_actor_options(OPERATOR_ACTOR, head_node_id, max_concurrency=4)
-    actor = ray.remote(Operator).options(**options).remote(registry_handle())
+    registry = registry_handle()
+    finetune = FineTuneRunner(registry, storage_root, dashboard_url) if storage_root else None
+    actor = ray.remote(Operator).options(**options).remote(registry, None, 0.5, finetune)
     ray.get(actor.ping.remote(), timeout=60)
     return actor

@@ -15,6 +15,7 @@ from typing import Any
 
 from cluster import errors
 from cluster.async_queue import AsyncQueue
+from cluster.finetune_tasks import FineTuneTasks
 from cluster.metrics import merge
 from cluster.schemas import (
     FINAL_TASK_STATES,
@@ -51,7 +52,7 @@ def deployment_name_for(model_id: str) -> str:
     return slug[:63].rstrip("-") or "model"
 
 
-class RegistryCore:
+class RegistryCore(FineTuneTasks):
     def __init__(self, db_path: str | Path, result_ttl_s: float = 86400) -> None:
         self._store = Store(Path(db_path))
         self._async = AsyncQueue(self._store, result_ttl_s)

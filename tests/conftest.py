@@ -63,7 +63,7 @@ class LocalCluster:
             num_cpus=NUM_CPUS,
             num_gpus=NUM_GPUS,
             namespace=NAMESPACE,
-            include_dashboard=False,
+            include_dashboard=True,  # Ray Jobs (fine-tuning) are submitted through it
             log_to_driver=False,
             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}},
         )

@@ -15,9 +15,14 @@ from cluster.control import ControlPlane
 _replica: dict[str, object] = {}
 
 
-def configure(control: ControlPlane, key_digest: str) -> None:
+def configure(control: ControlPlane, key_digest: str, storage_root: str = "") -> None:
     _replica["control"] = control
     _replica["key_digest"] = key_digest
+    _replica["storage_root"] = storage_root
+
+
+def get_storage_root() -> str:
+    return _replica["storage_root"]  # type: ignore[return-value]
 
 
 async def get_control() -> ControlPlane:

@@ -22,6 +22,7 @@ from cluster.schemas.deployments import (
     SetVersionRequest,
     app_name,
 )
+from cluster.schemas.finetune import FineTuneCreate, FineTuneRestart
 from cluster.schemas.models import ModelCreate, ModelKind, ModelPublic, ModelVersion, VersionCreate
 from cluster.schemas.nodes import ClusterPublic, NodePublic, Page
 from cluster.schemas.predictions import (
@@ -43,6 +44,8 @@ from cluster.schemas.tasks import (
 )
 
 __all__ = [
+    "FineTuneCreate",
+    "FineTuneRestart",
     "AsyncAccepted",
     "AsyncTask",
     "AsyncTaskPublic",

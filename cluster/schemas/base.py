@@ -16,4 +16,4 @@ def utcnow() -> datetime:
 
 
 class Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    model_config = ConfigDict(extra="forbid", use_enum_values=True, validate_default=True)

@@ -28,6 +28,7 @@ class TaskKind(str, Enum):
     DEPLOY = "deploy"
     DELETE = "delete"
     ROLLOUT = "rollout"
+    FINE_TUNING = "fine_tuning"
 
 
 class Task(Schema):

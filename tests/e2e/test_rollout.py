@@ -24,6 +24,7 @@ class Load:
     url: str
     name: str
     clients: int = 4
+    args: dict = field(default_factory=lambda: {"x": 1})
     results: list[tuple[float, int, int | None, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -34,7 +35,7 @@ class Load:
         ) as client:
             while not self._stop.is_set():
                 sent = time.monotonic()
-                r = client.post(f"/v1/deployments/{self.name}/predict", json={"args": {"x": 1}})
+                r = client.post(f"/v1/deployments/{self.name}/predict", json={"args": self.args})
                 version = r.json().get("model_version") if r.status_code == 200 else None
                 self.results.append((sent, r.status_code, version, r.text[:200]))
                 time.sleep(0.02)

@@ -9,7 +9,14 @@ import torch
 from pydantic import ValidationError
 
 from train_jobs.config import FinetuneConfig, FinetuneParams
-from train_jobs.data import MAX_INLINE_PAIRS, Pair, load_pairs, parse_inline, split_pairs
+from train_jobs.data import (
+    MAX_EVAL_PAIRS,
+    MAX_INLINE_PAIRS,
+    Pair,
+    load_pairs,
+    parse_inline,
+    split_pairs,
+)
 from train_jobs.metrics import retrieval_metrics
 from train_jobs.steps import StepPlan, epoch_batches
 
@@ -94,6 +101,8 @@ def test_split_keeps_enough_on_both_sides():
     assert len(split_pairs(data, 0.01, seed=0)[1]) == 2  # at least 2 to retrieve among
     with pytest.raises(ValueError, match="fewer than 2 for training"):
         split_pairs(data[:3], 0.5, seed=0)
+    many = [Pair(f"a{i}", f"p{i}") for i in range(4 * MAX_EVAL_PAIRS)]
+    assert len(split_pairs(many, 0.5, seed=0)[1]) == MAX_EVAL_PAIRS  # N x N stays bounded
 
 
 def test_config_validates_at_the_edge():

@@ -1,0 +1,80 @@
+"""Fine-tuning tasks: create (idempotent), list, get, restart, cancel, logs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from fastapi import APIRouter, Query
+
+from cluster import errors
+from cluster.api.deps import ControlDep, get_storage_root
+from cluster.schemas import FineTuneCreate, FineTuneRestart, Page, Task
+
+router = APIRouter(prefix="/fine-tuning/task", tags=["fine-tuning"])
+
+StatusFilter = Literal["pending", "processing", "done", "failed", "canceled", "refused"]
+
+
+@router.post("", status_code=202)
+async def create(req: FineTuneCreate, control: ControlDep) -> Task:
+    """Validate the dataset, then queue the task; the same idempotency_key gives the same task."""
+    await asyncio.to_thread(validate_dataset, req, get_storage_root())
+    task = await control.call("create_finetune_task", req)
+    control.operator.kick.remote()
+    return task
+
+
+@router.get("")
+async def list_tasks(
+    control: ControlDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    status: StatusFilter | None = None,
+) -> Page:
+    return await control.call("list_tasks", "fine_tuning", status, offset, limit)
+
+
+@router.get("/{task_id}")
+async def get(task_id: str, control: ControlDep) -> Task:
+    return await control.call("get_task", task_id, "fine_tuning")
+
+
+@router.put("/{task_id}/restart", status_code=202)
+async def restart(task_id: str, control: ControlDep, req: FineTuneRestart | None = None) -> Task:
+    """Resume from the latest checkpoint under a new run (``from_scratch`` starts over)."""
+    from_scratch = req.from_scratch if req is not None else False
+    task = await control.call("restart_finetune", task_id, from_scratch)
+    control.operator.kick.remote()
+    return task
+
+
+@router.put("/{task_id}/cancel")
+async def cancel(task_id: str, control: ControlDep) -> Task:
+    """Stop the Ray Job (its training actors and placement groups go with it)."""
+    return await control.operator_call("cancel_finetune", task_id)
+
+
+@router.get("/{task_id}/logs")
+async def logs(task_id: str, control: ControlDep) -> dict[str, str]:
+    await control.call("get_task", task_id, "fine_tuning")
+    return {"task_id": task_id, "logs": await control.operator_call("finetune_logs", task_id)}
+
+
+def validate_dataset(req: FineTuneCreate, storage_root: str) -> None:
+    """Every line checked before a job starts; a local file must be under the storage root."""
+    from train_jobs.data import load_pairs, split_pairs
+
+    uri = req.dataset.uri
+    if uri is not None and urlparse(uri).scheme in ("", "file"):
+        path = Path(urlparse(uri).path if "://" in uri else uri).expanduser().resolve()
+        root = Path(storage_root).resolve()
+        if root not in path.parents:
+            raise errors.InvalidInput(f"dataset.uri must be under the storage root {root}")
+    try:
+        pairs = load_pairs(uri=uri, pairs=req.dataset.pairs)
+        split_pairs(pairs, req.params.eval_fraction, req.params.seed)
+    except ValueError as exc:
+        raise errors.InvalidInput(f"dataset: {exc}") from None

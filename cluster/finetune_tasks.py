@@ -1,0 +1,116 @@
+"""The registry's side of fine-tuning: idempotent creates, progress, restarts.
+
+Mixed into ``RegistryCore`` (one actor, one thread: a create is atomic, so concurrent
+creates with one idempotency key make exactly one task).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cluster import errors
+from cluster.schemas import FineTuneCreate, Task, TaskKind, TaskStatus
+
+HISTORY = 500  # progress points kept per task
+
+
+class FineTuneTasks:
+    _tasks: dict[str, Task]
+
+    def create_finetune_task(self, req: FineTuneCreate) -> Task:
+        fingerprint = req.fingerprint()
+        if req.idempotency_key:
+            for task in self._tasks.values():
+                if task.kind == "fine_tuning" and task.idempotency_key == req.idempotency_key:
+                    if task.detail.get("fingerprint") != fingerprint:
+                        raise errors.Conflict(
+                            f"idempotency_key '{req.idempotency_key}' was used for a different "
+                            f"request (task {task.id}); use a new key"
+                        )
+                    return task
+        model = self.get_model(req.embedding_model_id)
+        if model.kind != "sentence-transformer":
+            raise errors.BadRequest(
+                f"model '{model.model_id}' is '{model.kind}'; fine-tuning needs a "
+                "sentence-transformer model"
+            )
+        version = self.get_version(req.embedding_model_id, req.version)
+        if req.deploy_to is not None:
+            self.get_deployment(req.deploy_to)
+        return self._new_task(
+            TaskKind.FINE_TUNING,
+            model_id=req.embedding_model_id,
+            deployment_name=req.deploy_to,
+            idempotency_key=req.idempotency_key,
+            detail={
+                "request": req.model_dump(mode="json"),
+                "fingerprint": fingerprint,
+                "base_version": version.version,
+                "run": 1,
+                "from_scratch": False,
+                "progress": {"step": 0, "percent": 0.0},
+                "history": [],
+            },
+        )
+
+    def report_progress(self, task_id: str | None, payload: dict[str, Any]) -> None:
+        """Called by the training job (rank 0), fire-and-forget."""
+        task = self._tasks.get(task_id or "")
+        if task is None or task.kind != "fine_tuning" or task.final:
+            return
+        detail = dict(task.detail)
+        event = payload.get("event")
+        if event in ("eval_before", "done") and payload.get("metrics_before") is not None:
+            detail["metrics_before"] = payload["metrics_before"]
+        if event == "done" and payload.get("metrics_after") is not None:
+            detail["metrics_after"] = payload["metrics_after"]
+        if payload.get("step") is not None:
+            detail["progress"] = _progress(detail.get("progress", {}), payload)
+            point = {k: payload.get(k) for k in ("step", "epoch", "loss", "ts")}
+            detail["history"] = [*detail.get("history", []), point][-HISTORY:]
+        self.update_task(task_id, detail=detail)
+
+    def restart_finetune(self, task_id: str, from_scratch: bool) -> Task:
+        task = self.get_task(task_id, "fine_tuning")
+        if task.status in ("pending", "processing"):
+            raise errors.Conflict(f"task {task_id} is {task.status}; cancel it first")
+        if task.status == "refused":
+            raise errors.Conflict(f"task {task_id} was refused: {task.error}")
+        detail = {
+            **task.detail,
+            "run": task.detail.get("run", 1) + 1,
+            "from_scratch": from_scratch,
+            "job_id": None,
+        }
+        restarted = task.model_copy(
+            update={"status": TaskStatus.PENDING, "error": None, "detail": detail}
+        )
+        return self._put_task(Task.model_validate(restarted.model_dump()))
+
+    def force_task(self, task_id: str, **fields: Any) -> Task:
+        """Set a task's fields even when it has ended (cancel wins over a late finish)."""
+        task = self.get_task(task_id)
+        detail = {**task.detail, **fields.pop("detail", {})}
+        return self._put_task(
+            Task.model_validate({**task.model_dump(), **fields, "detail": detail})
+        )
+
+
+def _progress(previous: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    step, total = payload.get("step") or 0, payload.get("total_steps") or 0
+    now = payload.get("ts") or time.time()
+    first = previous.get("first_step_ts") or now
+    first_step = previous.get("first_step", step)
+    done = step - first_step
+    eta = (total - step) * (now - first) / done if done > 0 and total else None
+    return {
+        "step": step,
+        "total_steps": total,
+        "percent": round(100.0 * step / total, 1) if total else 0.0,
+        "epoch": payload.get("epoch"),
+        "loss": payload.get("loss"),
+        "eta_s": round(eta, 1) if eta is not None else None,
+        "first_step_ts": first,
+        "first_step": first_step,
+    }
