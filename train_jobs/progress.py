@@ -75,7 +75,7 @@ class ProgressSink:
 class ProgressPump:
     """Driver side of ``on_progress``: a buffer actor plus a thread that drains it."""
 
-    def __init__(self, on_progress: ProgressCallback | None, interval_s: float = 0.2) -> None:
+    def __init__(self, on_progress: ProgressCallback | None, interval_s: float = 0.5) -> None:
         self._on_progress = on_progress
         self._interval_s = interval_s
         self._stop = threading.Event()
