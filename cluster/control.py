@@ -138,18 +138,34 @@ class ControlPlane:
             await asyncio.sleep(0.25)
 
     async def describe(self, record: DeploymentRecord) -> DeploymentPublic:
+        return (await self.describe_many([record]))[0]
+
+    async def describe_many(self, records: list[DeploymentRecord]) -> list[DeploymentPublic]:
+        """Records with their allocation views, from one read of Serve and of resources."""
         apps = await serving.applications_async()
         total, free = await asyncio.to_thread(serving.resources)
-        alloc = serving.allocation(apps.get(record.serve_app), total, free)
-        green = None
-        if record.rollout is not None and record.rollout.green_app != record.serve_app:
-            green = serving.allocation(apps.get(record.rollout.green_app), total, free)
-        return DeploymentPublic(
-            **record.model_dump(),
-            app_name=record.serve_app,
-            allocation=alloc,
-            green_allocation=green,
-        )
+        out = []
+        for record in records:
+            alloc = serving.allocation(apps.get(record.serve_app), total, free)
+            green = None
+            if record.rollout is not None and record.rollout.green_app != record.serve_app:
+                green = serving.allocation(apps.get(record.rollout.green_app), total, free)
+            out.append(
+                DeploymentPublic(
+                    **record.model_dump(),
+                    app_name=record.serve_app,
+                    allocation=alloc,
+                    green_allocation=green,
+                )
+            )
+        return out
+
+    async def change(self, method: str, name: str) -> DeploymentPublic:
+        """A registry state change (stop, start) the operator and router must see now."""
+        record = await self.call(method, name)
+        self.operator.kick.remote()
+        await self.router.refresh()
+        return await self.describe(record)
 
     async def cluster(self) -> ClusterPublic:
         return await asyncio.to_thread(serving.cluster_view)

@@ -24,8 +24,7 @@ router = APIRouter(prefix="/deployments", tags=["deployments"])
 
 @router.get("")
 async def list_deployments(control: ControlDep) -> list[DeploymentPublic]:
-    records = await control.call("list_deployments")
-    return [await control.describe(r) for r in records]
+    return await control.describe_many(await control.call("list_deployments"))
 
 
 @router.get("/{name}")
@@ -59,18 +58,12 @@ async def rollback(name: str, control: ControlDep, options: RolloutOptions | Non
 
 @router.post("/{name}/stop")
 async def stop(name: str, control: ControlDep) -> DeploymentPublic:
-    record = await control.call("stop_deployment", name)
-    control.operator.kick.remote()
-    await control.router.refresh()
-    return await control.describe(record)
+    return await control.change("stop_deployment", name)
 
 
 @router.post("/{name}/start")
 async def start(name: str, control: ControlDep) -> DeploymentPublic:
-    record = await control.call("start_deployment", name)
-    control.operator.kick.remote()
-    await control.router.refresh()
-    return await control.describe(record)
+    return await control.change("start_deployment", name)
 
 
 @router.get("/{name}/events")
