@@ -5,9 +5,15 @@
        +--needs more GPUs than     |  cancel --> ray job stop --> canceled
           the cluster has: refused +  job unknown (cluster restarted) --> failed, restartable
 
-The job reports progress straight to the registry (``report_progress``). Restart submits a
-new job under the same run name, which resumes from the run's newest checkpoint, unless
-``from_scratch`` picks a new run name.
+The job reports progress straight to the registry (``report_progress``), checkpoints too,
+once they are stored. Restart submits a new job under the same Ray Train run name and
+passes the newest reported checkpoint as ``resume_from`` (a job stopped just after a
+checkpoint can leave it out of Ray Train's own snapshot), so the step count carries on;
+``from_scratch`` picks a new run name instead.
+
+Cancel and restart run beside the operator's loop, so every update the loop makes names
+the run it looked at (``update_finetune_run``): one that lands after a cancel or a restart
+changes nothing, and a job submitted for a run that was canceled meanwhile is stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from cluster.finetune_tasks import scratch_runs
 from cluster.schemas import FineTuneCreate, RolloutOptions, Task, VersionCreate
 from cluster.settings import REGISTRY_ACTOR
 
@@ -27,6 +34,10 @@ logger = logging.getLogger("modelyard.finetune")
 
 PRIMARY_METRIC = "recall@1"
 SUBMIT_TRIES = 240  # ~2 minutes of operator ticks
+JOB_GONE = (
+    "the training job is gone (the cluster restarted); restart the task to resume from its "
+    "last checkpoint"
+)
 
 
 class FineTuneRunner:
@@ -55,12 +66,14 @@ class FineTuneRunner:
                     self._poll(task)
             except Exception as exc:  # one bad task must not stop the others
                 logger.exception("fine-tuning task %s", task.id)
-                self._update(task.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+                self._update(task, status="failed", error=f"{type(exc).__name__}: {exc}")
 
-    def _update(self, task_id: str, **fields: Any) -> None:
+    def _update(self, task: Task, **fields: Any) -> Task:
+        """Update the run of ``task`` this tick looked at; returns the task as it is now."""
         import ray
 
-        ray.get(self._registry.update_task.remote(task_id, **fields))
+        run = task.detail.get("run", 1)
+        return ray.get(self._registry.update_finetune_run.remote(task.id, run, **fields))
 
     def _submit(self, task: Task) -> None:
         import ray
@@ -68,7 +81,7 @@ class FineTuneRunner:
         req = FineTuneCreate.model_validate(task.detail["request"])
         refusal = _refusal(req)
         if refusal:
-            self._update(task.id, status="refused", error=refusal)
+            self._update(task, status="refused", error=refusal)
             return
         version = ray.get(self._registry.get_version.remote(req.embedding_model_id, req.version))
         run = task.detail.get("run", 1)
@@ -81,23 +94,33 @@ class FineTuneRunner:
                 runtime_env={"env_vars": _job_env()},
             )
         except (ConnectionError, RuntimeError) as exc:
-            # The job agent may still be starting ("try again later"): retry next tick,
-            # for a bounded number of tries.
-            tries = task.detail.get("submit_tries", 0) + 1
-            if tries >= SUBMIT_TRIES:
-                raise
-            self._update(task.id, detail={"submit_tries": tries, "submit_error": str(exc)})
-            return
-        self._update(
-            task.id, status="processing", detail={"job_id": job_id, "config": str(config_path)}
+            if "already exists" not in str(exc):
+                # The job agent may still be starting ("try again later"): retry next tick,
+                # for a bounded number of tries.
+                self._count_error(task, "submit", exc)
+                return
+            # else: submitted on an earlier tick whose update was lost (an operator restart)
+        now = self._update(
+            task, status="processing", detail={"job_id": job_id, "config": str(config_path)}
         )
+        if now.status != "processing" or now.detail.get("job_id") != job_id:
+            # Canceled or restarted while this job was being submitted: it must not run unseen.
+            logger.info("stopping job %s: task %s moved on to %s", job_id, task.id, now.status)
+            self.jobs().stop_job(job_id)
+
+    def _count_error(self, task: Task, what: str, exc: Exception) -> None:
+        """A transient Job API error: try again next tick, a bounded number of times."""
+        tries = task.detail.get(f"{what}_tries", 0) + 1
+        if tries >= SUBMIT_TRIES:
+            raise exc
+        self._update(task, detail={f"{what}_tries": tries, f"{what}_error": str(exc)})
 
     def _write_config(self, task: Task, req: FineTuneCreate, artifact: str, run: int) -> Path:
         from serve_apps.artifacts import resolve
 
         base = self._root / "finetune" / task.id
-        scratch_runs = task.detail.get("scratch_runs", 0) + int(task.detail.get("from_scratch"))
-        run_name = f"{task.id}-s{scratch_runs}"  # same name: resume from its checkpoints
+        # The same name as before: Ray Train resumes from that run's newest checkpoint.
+        run_name = f"{task.id}-s{scratch_runs(task.detail)}"
         config = {
             "base_model_path": str(resolve(artifact)),
             "dataset": req.dataset.model_dump(exclude_none=True),
@@ -108,31 +131,45 @@ class FineTuneRunner:
             "progress_actor": REGISTRY_ACTOR,
             "params": req.params.model_dump(exclude_none=True),
         }
+        resume = self._last_checkpoint(task, run_name)
+        if resume is not None:
+            config["params"]["resume_from"] = resume
         base.mkdir(parents=True, exist_ok=True)
         path = base / f"run{run}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
 
+    def _last_checkpoint(self, task: Task, run_name: str) -> str | None:
+        """The newest checkpoint the task's runs are known to have written in full (the
+        job reports one only once it is stored); None when starting over or if it is gone."""
+        from train_jobs.checkpoints import checkpoint_dir_name
+
+        step = task.detail.get("checkpoint_step")
+        if not step or task.detail.get("from_scratch"):
+            return None
+        path = self._root / "checkpoints" / run_name / checkpoint_dir_name(step)
+        return str(path) if path.is_dir() else None
+
     def _poll(self, task: Task) -> None:
         job_id = task.detail.get("job_id")
-        try:
-            status = str(self.jobs().get_job_status(job_id))
-        except Exception:  # RuntimeError for an unknown job: the cluster was restarted
-            self._update(
-                task.id,
-                status="failed",
-                error=(
-                    "the training job is gone (the cluster restarted); restart the task to resume "
-                    "from its last checkpoint"
-                ),
-            )
+        if not job_id:
+            self._update(task, status="failed", error=JOB_GONE)
             return
-        status = status.rsplit(".", 1)[-1]
+        try:
+            status = str(self.jobs().get_job_status(job_id)).rsplit(".", 1)[-1]
+        except Exception as exc:
+            if _is_unknown_job(exc):  # this cluster never ran it: a whole-cluster restart
+                self._update(task, status="failed", error=JOB_GONE)
+            else:  # the dashboard is busy or still starting
+                self._count_error(task, "poll", exc)
+            return
+        if task.detail.get("poll_tries"):
+            self._update(task, detail={"poll_tries": 0, "poll_error": None})
         if status == "SUCCEEDED":
             self._finish(task)
         elif status in ("FAILED", "STOPPED"):
             logs = self.jobs().get_job_logs(job_id)[-2000:]
-            self._update(task.id, status="failed", error=f"the training job {status}: {logs}")
+            self._update(task, status="failed", error=f"the training job {status}: {logs}")
 
     def _finish(self, task: Task) -> None:
         import ray
@@ -154,7 +191,7 @@ class FineTuneRunner:
         )
         promotion = self._promote(task, req, version.version, after)
         self._update(
-            task.id,
+            task,
             status="done",
             detail={"model_version": version.version, "promotion": promotion},
         )
@@ -202,8 +239,12 @@ class FineTuneRunner:
             return task
         job_id = task.detail.get("job_id")
         if job_id:
-            self.jobs().stop_job(job_id)
-            _wait_job_stopped(self.jobs(), job_id, timeout_s=25)
+            try:
+                self.jobs().stop_job(job_id)
+                _wait_job_stopped(self.jobs(), job_id, timeout_s=25)
+            except RuntimeError as exc:
+                if not _is_unknown_job(exc):  # unknown: it went with an earlier cluster
+                    raise
         return ray.get(
             self._registry.force_task.remote(
                 task_id, status="canceled", error="canceled by request"
@@ -225,6 +266,11 @@ def _refusal(req: FineTuneCreate) -> str | None:
             f"GPU={total:g} in total"
         )
     return None
+
+
+def _is_unknown_job(exc: Exception) -> bool:
+    """The Job SDK's answer for an id this cluster has no record of."""
+    return isinstance(exc, RuntimeError) and "status code 404" in str(exc)
 
 
 def _job_env() -> dict[str, str]:

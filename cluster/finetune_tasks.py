@@ -65,11 +65,24 @@ class FineTuneTasks:
             detail["metrics_before"] = payload["metrics_before"]
         if event == "done" and payload.get("metrics_after") is not None:
             detail["metrics_after"] = payload["metrics_after"]
+        if event == "checkpoint" and payload.get("step") is not None:
+            detail["checkpoint_step"] = payload["step"]
         if payload.get("step") is not None:
-            detail["progress"] = _progress(detail.get("progress", {}), payload)
+            previous = {} if event == "started" else detail.get("progress", {})
+            detail["progress"] = _progress(previous, payload)
             point = {k: payload.get(k) for k in ("step", "epoch", "loss", "ts")}
+            point |= {"event": event, "run": detail.get("run", 1)}
             detail["history"] = [*detail.get("history", []), point][-HISTORY:]
         self.update_task(task_id, detail=detail)
+
+    def update_finetune_run(self, task_id: str, run: int, **fields: Any) -> Task:
+        """The operator's update for one run of a task. It changes nothing when the task has
+        moved on since the operator read it (canceled, or restarted as a newer run), so a
+        stale look never overwrites a newer state. Returns the task as it is now."""
+        task = self.get_task(task_id, "fine_tuning")
+        if task.detail.get("run", 1) != run:
+            return task
+        return self.update_task(task_id, **fields)
 
     def restart_finetune(self, task_id: str, from_scratch: bool) -> Task:
         task = self.get_task(task_id, "fine_tuning")
@@ -81,8 +94,14 @@ class FineTuneTasks:
             **task.detail,
             "run": task.detail.get("run", 1) + 1,
             "from_scratch": from_scratch,
+            # A fresh Ray Train run name per from-scratch start; resuming keeps the latest.
+            "scratch_runs": scratch_runs(task.detail) + int(from_scratch),
             "job_id": None,
+            "submit_tries": 0,
+            "poll_tries": 0,
         }
+        if from_scratch:
+            detail["checkpoint_step"] = None
         restarted = task.model_copy(
             update={"status": TaskStatus.PENDING, "error": None, "detail": detail}
         )
@@ -97,7 +116,14 @@ class FineTuneTasks:
         )
 
 
+def scratch_runs(detail: dict[str, Any]) -> int:
+    """How many times the task started over; older records only hold ``from_scratch``."""
+    return detail.get("scratch_runs", int(bool(detail.get("from_scratch"))))
+
+
 def _progress(previous: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Progress of the current run: ``first_step`` is where it started (0, or the step of
+    the checkpoint it resumed from), and the ETA counts from there."""
     step, total = payload.get("step") or 0, payload.get("total_steps") or 0
     now = payload.get("ts") or time.time()
     first = previous.get("first_step_ts") or now

@@ -4,6 +4,7 @@
 - ``data``: load, validate and split (anchor, positive) pairs
 - ``finetune``: ``run(config, on_progress)`` and the CLI (``python -m train_jobs.finetune``)
 - ``worker``: the per-worker loop; ``steps``, ``state``, ``metrics``: its parts
+- ``checkpoints``: checkpoint names and which checkpoint a run starts from
 - ``progress``: progress payloads from the rank-0 worker to listeners
 """
 

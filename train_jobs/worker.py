@@ -1,7 +1,8 @@
 """The function every Ray Train worker runs (``train_loop_per_worker``).
 
 Life of a worker: load the base model, restore the newest checkpoint (Ray Train's, after a
-worker failure; else ``params.resume_from``), evaluate once (rank 0, unless the checkpoint
+worker failure or from the run's snapshot, or ``params.resume_from`` when that one is further
+along: ``train_jobs.checkpoints``), evaluate once (rank 0, unless the checkpoint
 already holds ``metrics_before``), train to ``total_steps`` under DDP with checkpoints along
 the way, then rank 0 evaluates again, exports the model and returns the run's numbers (they
 become ``Result.return_value``).
@@ -17,6 +18,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
+from train_jobs.checkpoints import checkpoint_dir_name, pick_checkpoint
 from train_jobs.config import FinetuneParams
 from train_jobs.metrics import evaluate
 from train_jobs.progress import ProgressSink
@@ -84,10 +86,11 @@ class Worker:
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None and self.params.resume_from:
-            checkpoint = ray.train.Checkpoint(self.params.resume_from)
-        if checkpoint is None:
+        path = pick_checkpoint(checkpoint and checkpoint.path, self.params.resume_from)
+        if path is None:
             return LoopState()
+        if checkpoint is None or path != checkpoint.path:
+            checkpoint = ray.train.Checkpoint(path)
         with checkpoint.as_directory() as directory:
             return load_state(directory, model, optimizer)
 
@@ -125,7 +128,7 @@ class Worker:
             "epoch": epochs_done(state.step, self.plan),
             "loss": state.recent_loss,
         }
-        name = f"checkpoint_{state.step:07d}"
+        name = checkpoint_dir_name(state.step)
         if self.rank != 0:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
             return

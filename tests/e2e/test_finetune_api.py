@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
-from tests.conftest import deploy, wait_for
+from tests.conftest import API_KEY, deploy, wait_for
 from tests.e2e.test_finetune_job import PAIRS, tiny_model  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -17,6 +20,10 @@ FINAL = ("done", "failed", "canceled", "refused")
 
 def _task(api, task_id: str) -> dict:
     return api.get(f"/v1/fine-tuning/task/{task_id}").json()
+
+
+def _ended(task: dict) -> dict | None:
+    return task if task["status"] in FINAL else None
 
 
 def _wait_status(api, task_id: str, statuses, timeout_s: float) -> dict:
@@ -35,6 +42,46 @@ def _wait_status(api, task_id: str, statuses, timeout_s: float) -> dict:
             {k: v for k, v in seen.get("detail", {}).items() if k not in ("request", "history")},
         )
         raise
+
+
+class PredictLoad:
+    """Clients predicting in a loop until stopped; every answer and every exception counts."""
+
+    def __init__(self, url: str, name: str, clients: int = 3) -> None:
+        self.url, self.name, self.clients = url, name, clients
+        self.answers: list[tuple[float, int, int | None, str]] = []  # sent, status, version
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        body = {"args": {"texts": ["what does part 3 do?"]}}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                try:
+                    r = client.post(f"/v1/deployments/{self.name}/predict", json=body)
+                    ok = r.status_code == 200 and r.json().get("status") == "SUCCESS"
+                    version = r.json().get("model_version") if ok else None
+                    self.answers.append((sent, r.status_code, version, r.text[:300]))
+                except Exception as exc:  # a dropped connection is a failed request too
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.05)
+
+    def __enter__(self) -> PredictLoad:
+        for _ in range(self.clients):
+            self._threads.append(threading.Thread(target=self._run, daemon=True))
+            self._threads[-1].start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+    def failures(self) -> list:
+        return [a for a in self.answers if a[1] != 200 or a[2] is None] + self.errors
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +123,29 @@ def test_finetune_is_idempotent_then_done_and_promoted_under_load(
     # The new version goes live only through the green rollout; skip the metric check so a
     # tiny random model is promoted whatever its score.
     api.patch("/v1/deployments/tiny-live", json={"skip_metrics_check": True})
-    done = _wait_status(api, task_id, FINAL, 600)
-    assert done["status"] == "done", done
-    promotion = done["detail"]["promotion"]
-    assert promotion["promoted"] is True, promotion
-    wait_for(
-        lambda: (
-            api.get("/v1/deployments/tiny-live").json()["model_version"]
-            == done["detail"]["model_version"]
-        ),
-        240,
-        "the fine-tuned version to be live",
-    )
+    serving = api.get("/v1/deployments/tiny-live").json()["model_version"]
+    with PredictLoad(local_cluster.url, "tiny-live") as load:
+        assert _task(api, task_id)["status"] in ("pending", "processing")
+        done = _wait_status(api, task_id, FINAL, 600)
+        assert done["status"] == "done", done
+        promotion = done["detail"]["promotion"]
+        assert promotion["promoted"] is True, promotion
+        rollout = wait_for(
+            lambda: _ended(api.get(f"/v1/tasks/{promotion['rollout_task']}").json()),
+            240,
+            "the promotion's rollout to end",
+        )
+        assert rollout["status"] == "done", rollout
+        swapped = time.monotonic()
+        new = done["detail"]["model_version"]
+        assert api.get("/v1/deployments/tiny-live").json()["model_version"] == new
+        time.sleep(3)  # keep the load on after the swap
+    assert not load.failures(), load.failures()[:5]
+    versions = [a[2] for a in load.answers]
+    assert versions[0] == serving and len(versions) > 100, (len(versions), versions[:3])
+    after = {a[2] for a in load.answers if a[0] > swapped}
+    assert after == {new}, after
+    print(f"{len(versions)} predictions under load, none failed; {versions.count(new)} by v{new}")
     detail = done["detail"]
     assert detail["progress"]["step"] == 6 and detail["progress"]["percent"] == 100.0
     assert set(detail["metrics_before"]) >= {"recall@1", "mrr"}

@@ -79,3 +79,55 @@ def test_restart_only_when_not_running_and_survives_a_registry_restart(reg, tmp_
     assert again.detail["from_scratch"] is True
     reloaded = RegistryCore(tmp_path / "r.db")
     assert reloaded.get_task(task.id).detail["run"] == 2
+
+
+def test_a_resumed_run_restarts_the_eta_and_history_names_runs_and_checkpoints(reg):
+    task = reg.create_finetune_task(create())
+    reg.update_task(task.id, status="processing")
+    for payload in (
+        {"event": "started", "step": 0, "total_steps": 20, "ts": 100.0},
+        {"event": "step", "step": 4, "total_steps": 20, "ts": 104.0, "loss": 2.0},
+        {"event": "checkpoint", "step": 4, "total_steps": 20, "ts": 104.5},
+    ):
+        reg.report_progress(task.id, payload)
+    assert reg.get_task(task.id).detail["checkpoint_step"] == 4
+    reg.force_task(task.id, status="canceled")
+    reg.restart_finetune(task.id, from_scratch=False)
+    reg.update_task(task.id, status="processing")
+    # Resumed an hour later from step 4: the ETA counts from the resume, not the first run.
+    reg.report_progress(task.id, {"event": "started", "step": 4, "total_steps": 20, "ts": 3700})
+    reg.report_progress(task.id, {"event": "step", "step": 12, "total_steps": 20, "ts": 3708})
+    detail = reg.get_task(task.id).detail
+    assert detail["progress"]["first_step"] == 4
+    assert detail["progress"]["eta_s"] == pytest.approx(8.0)
+    assert [(p["run"], p["event"], p["step"]) for p in detail["history"]] == [
+        (1, "started", 0),
+        (1, "step", 4),
+        (1, "checkpoint", 4),
+        (2, "started", 4),
+        (2, "step", 12),
+    ]
+
+
+def test_a_stale_operator_update_cannot_undo_a_cancel_or_a_restart(reg):
+    task = reg.create_finetune_task(create())
+    reg.update_finetune_run(task.id, 1, status="processing", detail={"job_id": "j-run1"})
+    reg.force_task(task.id, status="canceled")
+    # The operator's loop read run 1 as processing before the cancel; its late update is void.
+    assert reg.update_finetune_run(task.id, 1, status="failed").status == "canceled"
+    reg.restart_finetune(task.id, from_scratch=False)
+    now = reg.update_finetune_run(task.id, 1, status="failed", error="STOPPED")
+    assert (now.status, now.error, now.detail["job_id"]) == ("pending", None, None)
+    assert reg.update_finetune_run(task.id, 2, status="processing").status == "processing"
+
+
+def test_run_names_resume_the_newest_start_over_and_from_scratch_starts_a_new_one(reg):
+    from cluster.finetune_tasks import scratch_runs
+
+    task = reg.create_finetune_task(create())
+    names = [scratch_runs(task.detail)]
+    for from_scratch in (False, True, False, True, False):
+        reg.force_task(task.id, status="failed")
+        names.append(scratch_runs(reg.restart_finetune(task.id, from_scratch).detail))
+    assert names == [0, 0, 1, 1, 2, 2]
+    assert scratch_runs({"from_scratch": True}) == 1  # a record written before scratch_runs
