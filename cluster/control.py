@@ -200,15 +200,11 @@ class ControlPlane:
         }
 
     async def _call(self, route: Route, app: str, args: dict[str, Any]) -> dict[str, Any]:
-        response = self.router.handle(app).remote(args)
         try:
-            out = await asyncio.wait_for(response, timeout=route.request_timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise errors.UpstreamTimeout(
-                f"deployment '{route.name}' did not answer within {route.request_timeout_s:g}s "
-                "(config.request_timeout_s)"
-            ) from None
+            if route.limits is not None:
+                out = await self.router.batcher(route, app).submit(args, route.request_timeout_s)
+            else:
+                out = await self._call_one(route, app, args)
         except Exception as exc:
             raise _upstream_error(route.name, exc) from None
         if not out["ok"]:
@@ -216,6 +212,18 @@ class ControlPlane:
                 raise errors.BadRequest(out["error"])
             raise errors.PredictorFailed(out["error"], traceback=out.get("traceback"))
         return out
+
+    async def _call_one(self, route: Route, app: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One request, one call: Serve batches it in the replica (autoscaling deployments)."""
+        response = self.router.handle(app).remote(args)
+        try:
+            return await asyncio.wait_for(response, timeout=route.request_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise errors.UpstreamTimeout(
+                f"deployment '{route.name}' did not answer within {route.request_timeout_s:g}s "
+                "(config.request_timeout_s)"
+            ) from None
 
 
 def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster import errors
+from cluster.coalesce import Batcher, Limits
 
 logger = logging.getLogger("modelyard.routing")
 
@@ -36,6 +37,7 @@ class Route:
     model_version: int
     request_timeout_s: float
     variants: tuple[Variant, ...]
+    limits: Limits | None = None  # None: no ingress batching (autoscaling deployments)
 
     def pick(self, version: int | None = None) -> Variant:
         """A weighted random live app, or the one serving ``version`` when pinned."""
@@ -62,6 +64,7 @@ class Router:
         self._refresh_s = refresh_s
         self._routes: dict[str, Route] = {}
         self._handles: dict[str, Any] = {}
+        self._batchers: dict[str, Batcher] = {}
         self._generation: str | None = None
         self._task: asyncio.Task | None = None
         self._refresh_lock = asyncio.Lock()
@@ -91,7 +94,12 @@ class Router:
             routes = {}
             for name, entry in table.items():
                 variants = tuple(Variant(**v) for v in entry.pop("variants"))
-                routes[name] = Route(name=name, variants=variants, **entry)
+                limits = entry.pop("limits", None)
+                limits = Limits(**limits) if limits else None
+                routes[name] = Route(name=name, variants=variants, limits=limits, **entry)
+                for v in variants:
+                    if limits and v.app in self._batchers:
+                        self._batchers[v.app].limits = limits
             self._routes = routes
             self._generation = generation
 
@@ -119,3 +127,15 @@ class Router:
             handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app, _check_exists=False)
             self._handles[app] = handle
         return handle
+
+    def batcher(self, route: Route, app: str) -> Batcher:
+        """The app's ingress batcher; its limits follow the route's."""
+        batcher = self._batchers.get(app)
+        if batcher is None:
+            handle = self.handle(app).options(method_name="predict_many")
+
+            async def send(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                return await handle.remote(batch)
+
+            batcher = self._batchers[app] = Batcher(route.name, send, route.limits or Limits())
+        return batcher

@@ -2,8 +2,9 @@
 
 A replica loads its version by kind (see ``serve_apps.kinds``), on the GPU when Ray gave
 it one and CUDA is there, else on the CPU; warms up before it reports healthy; and batches
-concurrent requests with ``@serve.batch``, whose size and wait come from ``user_config`` and
-change through ``reconfigure`` without a restart.
+requests two ways: ``predict_many`` takes a batch the ingress already gathered (see
+``cluster.coalesce``), and ``__call__`` batches single requests with ``@serve.batch``, whose
+size and wait come from ``user_config`` and change through ``reconfigure`` without a restart.
 
 Each call answers a plain dict, never raises for a request's own failure:
 ``{"ok": True, "result": ..., "model_version": N}`` or
@@ -82,6 +83,34 @@ class ModelServer:
         except Exception as exc:
             return _failure("predictor_error", exc)
         return {"ok": True, "result": result, "model_version": self.version}
+
+    async def predict_many(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Requests the ingress already gathered into one call: one model call, one answer
+        each, in order. A request whose args do not decode fails alone; when the model call
+        fails for a batch of several, each request is retried alone so that one bad request
+        does not fail its neighbours."""
+        answers: list[dict[str, Any] | None] = [None] * len(batch)
+        slots, items = [], []
+        for i, args in enumerate(batch):
+            try:
+                items.append(self.predictor.decode(args))
+                slots.append(i)
+            except (ValueError, TypeError, KeyError) as exc:
+                answers[i] = _failure("bad_input", exc)
+        for i, answer in zip(slots, self._predict_isolated(items), strict=True):
+            answers[i] = answer
+        return answers  # type: ignore[return-value]
+
+    def _predict_isolated(self, items: list[Any]) -> list[dict[str, Any]]:
+        if not items:
+            return []
+        try:
+            results = self.predictor.predict_batch(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [_failure("predictor_error", exc)]
+            return [self._predict_isolated([item])[0] for item in items]
+        return [{"ok": True, "result": r, "model_version": self.version} for r in results]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _predict_batch(self, items: list[Any]) -> list[Any]:

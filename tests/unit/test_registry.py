@@ -253,6 +253,12 @@ def test_routing_snapshot_generation(reg):
             "model_version": 1,
             "variants": [{"app": "emb--v1", "version": 1, "weight": 100}],
             "request_timeout_s": 60,
+            "limits": {
+                "replicas": 1,
+                "max_ongoing_requests": 64,
+                "max_queued_requests": 256,
+                "max_batch_size": 32,
+            },
         }
     }
     assert reg.routing_snapshot(gen2) == (gen2, None)
