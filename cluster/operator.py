@@ -175,9 +175,11 @@ class Operator:
         gateway: ServeGateway | None = None,
         tick_s: float = 0.5,
         finetune: Any = None,
+        batch: Any = None,
     ):
         self._registry = registry
         self._finetune = finetune
+        self._batch = batch
         self._gateway = gateway or RayServeGateway()
         self._tick_s = tick_s
         self._wake = threading.Event()
@@ -192,6 +194,10 @@ class Operator:
     def cancel_finetune(self, task_id: str):
         """Stop a fine-tuning task's Ray Job (its Train actors go with it) and mark it."""
         return self._finetune.cancel(task_id)
+
+    def cancel_batch(self, task_id: str):
+        """Mark a batch-prediction task canceled and stop its Ray Job."""
+        return self._batch.cancel(task_id)
 
     def finetune_logs(self, task_id: str) -> str:
         import ray
@@ -229,6 +235,8 @@ class Operator:
             self._apply(p, {d.name: d.status for d in deployments})
             if self._finetune is not None:
                 self._finetune.tick([t for t in tasks if t.kind == "fine_tuning"])
+            if self._batch is not None:
+                self._batch.tick([t for t in tasks if t.kind == "batch_prediction"])
             rolling = [d for d in deployments if d.rollout is not None and d.status == "UPDATING"]
             if rolling:
                 view = ray.get(self._registry.ingress_view.remote())
@@ -291,6 +299,7 @@ def get_or_create_operator(
     import ray
 
     from cluster.actors import control_actor_options
+    from cluster.batch_runner import BatchRunner
     from cluster.finetune import FineTuneRunner
     from cluster.registry import registry_handle
     from cluster.settings import OPERATOR_ACTOR
@@ -298,6 +307,7 @@ def get_or_create_operator(
     options = control_actor_options(OPERATOR_ACTOR, head_node_id, max_concurrency=4)
     registry = registry_handle()
     finetune = FineTuneRunner(registry, storage_root, dashboard_url) if storage_root else None
-    actor = ray.remote(Operator).options(**options).remote(registry, None, 0.5, finetune)
+    batch = BatchRunner(registry, dashboard_url)
+    actor = ray.remote(Operator).options(**options).remote(registry, None, 0.5, finetune, batch)
     ray.get(actor.ping.remote(), timeout=60)
     return actor

@@ -15,6 +15,8 @@ from typing import Any
 
 from cluster import errors
 from cluster.async_queue import AsyncQueue
+from cluster.batch_tasks import BatchTasks
+from cluster.coalesce import ingress_limits
 from cluster.finetune_tasks import FineTuneTasks
 from cluster.metrics import merge
 from cluster.schemas import (
@@ -52,7 +54,7 @@ def deployment_name_for(model_id: str) -> str:
     return slug[:63].rstrip("-") or "model"
 
 
-class RegistryCore(FineTuneTasks):
+class RegistryCore(FineTuneTasks, BatchTasks):
     def __init__(self, db_path: str | Path, result_ttl_s: float = 86400) -> None:
         self._store = Store(Path(db_path))
         self._async = AsyncQueue(self._store, result_ttl_s)
@@ -332,6 +334,7 @@ class RegistryCore(FineTuneTasks):
                 "kind": kind,
                 "model_version": d.model_version,
                 "request_timeout_s": d.config.request_timeout_s,
+                "limits": ingress_limits(d.config),
                 "variants": d.variants(),
             }
         return generation, table

@@ -48,7 +48,7 @@ def tasks(
     url: Url = None,
     api_key: Key = None,
 ) -> None:
-    """List tasks (deploy, delete, rollout), oldest first."""
+    """List tasks (deploy, delete, rollout, fine_tuning), oldest first."""
     with connect(url, api_key) as client:
         page = client.list_tasks(
             kind=kind.value if kind else None,

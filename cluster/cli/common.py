@@ -18,7 +18,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from cluster.client import Client, DeploymentFailedError, ModelyardHTTPError, describe_task
+from cluster.client import (
+    Client,
+    DeploymentFailedError,
+    ModelyardHTTPError,
+    TaskFailedError,
+    describe_task,
+)
 from cluster.schemas import Task
 
 app = typer.Typer(help="modelyard: model serving and fine-tuning on Ray.", no_args_is_help=True)
@@ -80,7 +86,7 @@ def connect(url: str | None, api_key: str | None) -> Iterator[Client]:
             f"[red]error:[/] cannot reach modelyard at {client.url}: {reason}", soft_wrap=True
         )
         raise typer.Exit(1) from None
-    except (TimeoutError, DeploymentFailedError) as exc:
+    except (TimeoutError, DeploymentFailedError, TaskFailedError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
 

@@ -1,5 +1,6 @@
-"""Deployment commands: deploy, delete, list, describe, predict, swap, rollback, stop, start,
-events. Each parses its options, makes one or two client calls and prints the answer."""
+"""Deployment commands: deploy, delete, list, describe, predict, batch-predict, swap, rollback,
+stop, start, events. Each parses its options, makes one or two client calls and prints the
+answer."""
 
 from __future__ import annotations
 
@@ -116,6 +117,32 @@ def predict(
     with connect(url, api_key) as client:
         out = client.predict(name, arguments, request_id=request_id, version=version)
         typer.echo(json.dumps(out.model_dump(mode="json")))
+
+
+@app.command("batch-predict", rich_help_panel="Deployments")
+def batch_predict(
+    name: Name,
+    input_uri: Annotated[str, typer.Argument(help="JSONL input: a path under the storage root.")],
+    output_uri: Annotated[str, typer.Argument(help="JSONL output, same forms.")],
+    batch_size: Annotated[int | None, typer.Option(help="Rows per model call.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Model copies (Ray actors).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the output if it exists.")] = False,
+    wait: Wait = False,
+    timeout: Timeout = 3600,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
+    """Run a JSONL file through the deployment's model version as a Ray Data job; output
+    rows keep the input's order and ids. Prints the batch-prediction task."""
+    with connect(url, api_key) as client:
+        task = client.get_deployment(name).batch_predict(
+            input_uri,
+            output_uri,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            overwrite=overwrite,
+        )
+        end_task(client, task, wait, timeout)
 
 
 def _steps(text: str | None) -> list[int] | None:

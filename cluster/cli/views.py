@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from cluster.client import Deployment, Model
+from cluster.client.progress import training_note
 from cluster.schemas import DeploymentEvent, DeploymentPublic, Task
 
 STATUS_STYLE = {
@@ -186,7 +187,13 @@ def tasks_table(tasks: list[Task], total: int) -> Table:
     table = Table("id", "kind", "status", "deployment", "model", "updated", "note",
                   caption=f"{len(tasks)} of {total}")  # fmt: skip
     for t in tasks:
-        note = t.error or t.detail.get("phase") or t.detail.get("allocation_state") or ""
+        note = (
+            t.error
+            or t.detail.get("phase")
+            or t.detail.get("allocation_state")
+            or training_note(t)
+            or ""
+        )
         table.add_row(
             t.id, t.kind, styled(t.status), t.deployment_name or "-", t.model_id or "-",
             when(t.updated_at), escape(str(note)),

@@ -17,6 +17,14 @@
                                         wait=True, progress=True)
         print(task.status, minilm.events()[-1].message)
 
+        pairs = [{"anchor": "what is ray?", "positive": "ray is a distributed runtime"}, ...]
+        tuning = model.fine_tune(pairs, params={"max_steps": 100, "batch_size": 16})
+        tuning.wait(timeout=3600, progress=True)  # a bar of steps and loss on stderr
+        print(tuning.model_version, tuning.metrics_before, tuning.metrics_after)
+
+        future = minilm.predict_async({"texts": ["queued"]})  # the server's durable queue
+        print(future.get(timeout=60).result)
+
 Request bodies are built with the server's own schemas (``cluster.schemas``), so a malformed
 body raises ``pydantic.ValidationError`` (a ``ValueError``) before any request is sent.
 Answers are parsed into the same schemas, ignoring fields a newer server may have added.
@@ -32,16 +40,19 @@ Errors the server answers raise:
           +-- PredictorError      500: the model's own code raised; .traceback
           +-- RequestTimeoutError 504 (also a builtin TimeoutError)
     DeploymentFailedError         wait_for_deployment saw the deployment FAILED
+    TaskFailedError               FineTuningTask.wait saw it end failed, canceled or refused
 
-Client-side waits (``wait_for_task``, ``wait_for_deployment``,
-``wait_for_pending_deployment_update``, ``ResponseFuture.get``) raise the builtin
-``TimeoutError``. Connection failures raise httpx's own errors.
+``ResponseFuture.get`` raises ``PredictorError`` (``.traceback``) for an async prediction
+that ended FAILURE. Client-side waits (``wait_for_task``, ``wait_for_deployment``,
+``wait_for_pending_deployment_update``, ``ResponseFuture.get``, ``FineTuningTask.wait``)
+raise the builtin ``TimeoutError``. Connection failures raise httpx's own errors.
 
 Modules: ``errors`` (the tree above), ``shapes`` (bodies, lenient parsing, pages),
-``resources`` (``Model``, ``Deployment``, ``ResponseFuture``), ``client`` (``Client``).
+``resources`` (``Model``, ``Deployment``), ``futures`` (``ResponseFuture``), ``finetune``
+(``FineTuningTask``), ``progress`` (task lines and bars), ``client`` (``Client``).
 """
 
-from cluster.client.client import DEFAULT_URL, Client, default_api_key, describe_task
+from cluster.client.client import DEFAULT_URL, Client, default_api_key
 from cluster.client.errors import (
     AuthenticationError,
     BadRequestError,
@@ -53,10 +64,14 @@ from cluster.client.errors import (
     RateLimitError,
     RequestTimeoutError,
     ServerError,
+    TaskFailedError,
     error_from_response,
     retry_after,
 )
-from cluster.client.resources import Deployment, Model, ResponseFuture
+from cluster.client.finetune import FineTuneProgress, FineTuningPage, FineTuningTask
+from cluster.client.futures import ResponseFuture
+from cluster.client.progress import describe_task
+from cluster.client.resources import Deployment, Model
 from cluster.client.shapes import EndpointRequest, EndpointResponse, TaskPage, parse
 
 __all__ = [
@@ -69,6 +84,9 @@ __all__ = [
     "DeploymentFailedError",
     "EndpointRequest",
     "EndpointResponse",
+    "FineTuneProgress",
+    "FineTuningPage",
+    "FineTuningTask",
     "Model",
     "ModelyardHTTPError",
     "NotFoundError",
@@ -77,6 +95,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseFuture",
     "ServerError",
+    "TaskFailedError",
     "TaskPage",
     "default_api_key",
     "describe_task",

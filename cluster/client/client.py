@@ -5,23 +5,27 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 from pydantic import BaseModel
 
 from cluster.client.errors import error_from_response, retry_after
+from cluster.client.finetune import Dataset, FineTuningPage, FineTuningTask, dataset_spec
+from cluster.client.futures import ResponseFuture
+from cluster.client.progress import spinner
 from cluster.client.resources import Deployment, Model
 from cluster.client.shapes import EndpointRequest, EndpointResponse, S, TaskPage, body, parse
 from cluster.schemas import (
+    AsyncAccepted,
+    AsyncTaskPublic,
     ClusterPublic,
     DeleteRequest,
     DeploymentConfig,
     DeploymentPublic,
     DeployRequest,
+    FineTuneCreate,
     ModelCreate,
     ModelPublic,
     ModelVersion,
@@ -30,6 +34,7 @@ from cluster.schemas import (
     VersionCreate,
     WaitFor,
 )
+from train_jobs.config import FinetuneParams
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -78,7 +83,7 @@ class Client:
         self._http.close()
 
     def executor(self) -> ThreadPoolExecutor:
-        """The thread pool behind ``predict_async``, made on first use."""
+        """A thread pool for background work on this client, made on first use."""
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="modelyard")
@@ -241,7 +246,7 @@ class Client:
         ``TimeoutError`` after ``timeout`` seconds. ``progress`` shows a spinner on stderr."""
         task_id = task if isinstance(task, str) else task.id
         deadline = time.monotonic() + timeout
-        with _spinner(progress, task_id) as show:
+        with spinner(progress, task_id) as show:
             current = self.get_task(task_id)
             while not current.final:
                 show(current)
@@ -251,6 +256,51 @@ class Client:
                 current = self.get_task(task_id)
             show(current)
         return current
+
+    # ------------------------------------------------------------ fine-tuning
+
+    def create_fine_tuning_task(
+        self,
+        embedding_model_id: str,
+        dataset: Dataset,
+        version: int | None = None,
+        params: FinetuneParams | dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        deploy_to: str | None = None,
+    ) -> FineTuningTask:
+        """Fine-tune a sentence-transformer model version (default: the latest) on
+        (anchor, positive) pairs: ``dataset`` is a list of ``{"anchor", "positive"}`` dicts, or
+        a JSONL path or URI the server reads (a local path must be under its storage root).
+        ``params``: epochs, max_steps, batch_size, learning_rate, num_workers, use_gpu,
+        eval_fraction, ... (``FinetuneParams``). The same ``idempotency_key`` gives back the
+        same task (``ConflictError`` if the request differs). ``deploy_to`` names a deployment
+        the result is swapped into when its recall@1 is no worse than the serving version's.
+        A bad dataset is a ``BadRequestError`` naming the line."""
+        fields: dict[str, Any] = {
+            "embedding_model_id": embedding_model_id,
+            "dataset": dataset_spec(dataset),
+            "version": version,
+            "idempotency_key": idempotency_key,
+            "deploy_to": deploy_to,
+        }
+        if params is not None:
+            fields["params"] = params
+        req = FineTuneCreate(**{k: v for k, v in fields.items() if v is not None})
+        return FineTuningTask(self, self.call("POST", "/v1/fine-tuning/task", Task, req))
+
+    def get_fine_tuning_task(self, task_id: str) -> FineTuningTask:
+        return FineTuningTask(self, self.call("GET", f"/v1/fine-tuning/task/{task_id}", Task))
+
+    def list_fine_tuning_tasks(
+        self, offset: int = 0, limit: int = 50, status: str | None = None
+    ) -> FineTuningPage:
+        """One page of fine-tuning tasks, oldest first, optionally in one ``status``."""
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if status is not None:
+            params["status"] = status
+        page = self.call("GET", "/v1/fine-tuning/task", TaskPage, params=params)
+        items = [FineTuningTask(self, info) for info in page.items]
+        return FineTuningPage(items, page.total, page.offset, page.limit)
 
     # ------------------------------------------------------------ deployments
 
@@ -271,11 +321,28 @@ class Client:
     ) -> EndpointResponse:
         """One prediction on a deployment by name (``Deployment.predict`` without a lookup);
         ``version`` pins a live version instead of the traffic split."""
-        req = args if isinstance(args, PredictRequest) else EndpointRequest(args=args)
-        update = {"request_id": request_id, "version": version}
-        req = req.model_copy(update={k: v for k, v in update.items() if v is not None})
+        req = _predict_request(args, request_id, version)
         path = f"/v1/deployments/{deployment_name}/predict"
         return self.call("POST", path, EndpointResponse, req, timeout=timeout)
+
+    def predict_async(
+        self,
+        deployment_name: str,
+        args: dict[str, Any] | EndpointRequest,
+        request_id: str | None = None,
+        version: int | None = None,
+    ) -> ResponseFuture:
+        """Queue one prediction on the server (it survives a registry restart) and return at
+        once; ``ResponseFuture.get`` waits for the result."""
+        req = _predict_request(args, request_id, version)
+        path = f"/v1/deployments/{deployment_name}/async-predict"
+        accepted = self.call("POST", path, AsyncAccepted, req)
+        return ResponseFuture(self, accepted.task_id, req.request_id)
+
+    def get_async_task(self, task_id: str) -> AsyncTaskPublic:
+        """A queued prediction: PENDING, SUCCESS with its result or FAILURE with the error
+        and traceback."""
+        return self.call("GET", f"/v1/async-tasks/{task_id}", AsyncTaskPublic)
 
     # ------------------------------------------------------------ system
 
@@ -287,31 +354,9 @@ class Client:
         return self.request("GET", "/healthz").json()
 
 
-def describe_task(task: Task) -> str:
-    """One line: kind, id, status and, as the task has them, its phase, traffic share,
-    allocation state and reason."""
-    text = f"{task.kind} {task.id}: {task.status}"
-    detail = task.detail
-    notes = [detail.get("phase"), detail.get("allocation_state")]
-    if (percent := detail.get("traffic_percent")) is not None and detail.get("phase") == "shifting":
-        notes.append(f"{percent}% on v{detail.get('to_version', '?')}")
-    if notes := [str(n) for n in notes if n]:
-        text += f" ({', '.join(notes)})"
-    if reason := task.error or detail.get("reason"):
-        text += f" - {reason}"
-    return text
-
-
-@contextmanager
-def _spinner(enabled: bool, task_id: str) -> Iterator[Callable[[Task], None]]:
-    """A rich spinner on stderr showing the task's status; a no-op when not ``enabled``."""
-    if not enabled:
-        yield lambda task: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    columns = (SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as progress:
-        bar = progress.add_task(task_id, total=None)
-        yield lambda task: progress.update(bar, description=describe_task(task))
+def _predict_request(
+    args: dict[str, Any] | PredictRequest, request_id: str | None, version: int | None
+) -> PredictRequest:
+    req = args if isinstance(args, PredictRequest) else EndpointRequest(args=args)
+    update = {"request_id": request_id, "version": version}
+    return req.model_copy(update={k: v for k, v in update.items() if v is not None})

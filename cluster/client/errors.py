@@ -10,6 +10,7 @@ ModelyardHTTPError            .status_code .type .message .request_id .body
       +-- PredictorError      500: the model's own code raised; .traceback
       +-- RequestTimeoutError 504 (also a builtin TimeoutError)
 DeploymentFailedError         wait_for_deployment saw the deployment FAILED
+TaskFailedError               a task waited on ended failed, canceled or refused; .task
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from cluster.schemas import DeploymentPublic
+from cluster.schemas import DeploymentPublic, Task
 
 
 class ModelyardHTTPError(Exception):
@@ -81,6 +82,15 @@ class DeploymentFailedError(RuntimeError):
     def __init__(self, deployment: DeploymentPublic) -> None:
         super().__init__(f"deployment '{deployment.name}' failed: {deployment.error}")
         self.deployment = deployment
+
+
+class TaskFailedError(RuntimeError):
+    """A task the client waited on ended failed, canceled or refused; ``.task`` is the task
+    as it ended, with the server's reason in ``.task.error``."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(f"{task.kind} task {task.id} {task.status}: {task.error or 'no reason'}")
+        self.task = task
 
 
 _BY_STATUS: dict[int, type[ModelyardHTTPError]] = {

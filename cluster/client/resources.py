@@ -1,4 +1,4 @@
-"""Resource objects the client hands out: ``Model``, ``Deployment`` and ``ResponseFuture``.
+"""Resource objects the client hands out: ``Model`` and ``Deployment``.
 
 Each holds the last view read from the server in ``info`` and its client for further calls.
 """
@@ -6,12 +6,13 @@ Each holds the last view read from the server in ``info`` and its client for fur
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from cluster.client.errors import DeploymentFailedError
+from cluster.client.futures import ResponseFuture
 from cluster.client.shapes import EndpointRequest, EndpointResponse
 from cluster.schemas import (
+    BatchPredictCreate,
     DeploymentConfig,
     DeploymentEvent,
     DeploymentPublic,
@@ -25,32 +26,10 @@ from cluster.schemas import (
 
 if TYPE_CHECKING:
     from cluster.client.client import Client
+    from cluster.client.finetune import FineTuningTask
 
 # What ``GET /v1/deployments/{name}?wait=true`` may wait at most, per request.
 SERVER_WAIT_MAX_S = 600.0
-
-
-class ResponseFuture:
-    """A prediction running in the background; ``get`` waits for it.
-
-    For now this runs the synchronous predict route on the client's thread pool; it will move
-    to the server's async-predict queue (``POST /v1/deployments/{name}/async-predict``) once
-    that route exists, keeping this interface.
-    """
-
-    def __init__(self, future: Future) -> None:
-        self._future = future
-
-    def get(self, timeout: float | None = None) -> EndpointResponse:
-        """The response, or the prediction's exception; ``TimeoutError`` after ``timeout``."""
-        return self._future.result(timeout)
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    def cancel(self) -> bool:
-        """Cancel if the request has not been sent yet."""
-        return self._future.cancel()
 
 
 class Model:
@@ -93,6 +72,10 @@ class Model:
     def deploy(self, version: int | None = None, **kwargs: Any) -> Task:
         """``Client.deploy`` for this model; keyword arguments as there."""
         return self._client.deploy(self.model_id, version, **kwargs)
+
+    def fine_tune(self, dataset: Any, version: int | None = None, **kwargs: Any) -> FineTuningTask:
+        """``Client.create_fine_tuning_task`` for this model; keyword arguments as there."""
+        return self._client.create_fine_tuning_task(self.model_id, dataset, version, **kwargs)
 
 
 class Deployment:
@@ -150,9 +133,38 @@ class Deployment:
         request_id: str | None = None,
         version: int | None = None,
     ) -> ResponseFuture:
-        """Start ``predict`` in the background; see ``ResponseFuture``."""
-        pool = self._client.executor()
-        return ResponseFuture(pool.submit(self.predict, args, request_id, version))
+        """Queue the prediction on the server's durable queue and return at once; the
+        ``ResponseFuture``'s ``get(timeout)`` gives the response, or raises
+        ``PredictorError`` (with ``.traceback``) when it failed."""
+        return self._client.predict_async(self.name, args, request_id, version)
+
+    def batch_predict(
+        self,
+        input_uri: str,
+        output_uri: str,
+        wait: bool = False,
+        timeout: float = 3600.0,
+        progress: bool = False,
+        batch_size: int | None = None,
+        concurrency: int | None = None,
+        overwrite: bool = False,
+    ) -> Task:
+        """Run a JSONL file through the model version this deployment serves now, as a Ray
+        Data job (not through the replicas); returns its ``batch_prediction`` task, whose
+        ``detail.progress`` counts rows. Input lines are ``{"id", "args"}`` (or ``{"id",
+        "text"}`` for sentence-transformer models); output lines keep their order and ids.
+        URIs: a path under the server's storage root (relative to it, or absolute) or a
+        remote URI (``s3://...``). ``wait`` waits for the end (``TimeoutError`` after
+        ``timeout``); ``progress`` shows rows done on stderr."""
+        given = {"batch_size": batch_size, "concurrency": concurrency}
+        req = BatchPredictCreate(
+            input_uri=input_uri,
+            output_uri=output_uri,
+            overwrite=overwrite,
+            **{k: v for k, v in given.items() if v is not None},
+        )
+        task = self._client.call("POST", f"{self._path}/batch-predictions", Task, req)
+        return self._maybe_wait(task, wait, timeout, progress)
 
     # ------------------------------------------------------------ versions and rollouts
 

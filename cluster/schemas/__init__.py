@@ -5,6 +5,7 @@ validation messages say what to change.
 """
 
 from cluster.schemas.base import IMPORT_PATH_PATTERN, MODEL_ID_PATTERN, NAME_PATTERN, Schema, utcnow
+from cluster.schemas.batch import BatchPredictCreate, BatchProgress
 from cluster.schemas.deployments import (
     RUNNING_STATES,
     Allocation,
@@ -44,6 +45,8 @@ from cluster.schemas.tasks import (
 )
 
 __all__ = [
+    "BatchPredictCreate",
+    "BatchProgress",
     "FineTuneCreate",
     "FineTuneRestart",
     "AsyncAccepted",

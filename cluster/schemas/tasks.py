@@ -1,4 +1,4 @@
-"""Tasks (deploy, delete, rollout) and the requests that create them."""
+"""Tasks (deploy, delete, rollout, fine-tuning, batch prediction); requests that create some."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class TaskKind(str, Enum):
     DELETE = "delete"
     ROLLOUT = "rollout"
     FINE_TUNING = "fine_tuning"
+    BATCH_PREDICTION = "batch_prediction"
 
 
 class Task(Schema):

@@ -218,6 +218,19 @@ def test_predict_async_futures(minilm):
     wait_for(lambda: all(f.done() for f in futures), 5, "every future to be done")
 
 
+def test_predict_async_failure_carries_the_traceback(client, echo):
+    future = echo.predict_async({"fail": True}, "r-fail")
+    with pytest.raises(PredictorError) as info:
+        future.get(timeout=120)
+    exc = info.value
+    assert "asked to fail" in exc.message and "Traceback" in exc.traceback
+    assert exc.request_id == "r-fail" and future.done() and not future.cancel()
+    pinned = echo.predict_async(EndpointRequest(args={"x": 2}), version=1).get(timeout=120)
+    assert pinned.result["echo"] == {"x": 2} and pinned.model_version == 1
+    with pytest.raises(NotFoundError):
+        client.predict_async("no-such-deployment", {"x": 1})
+
+
 # ---------------------------------------------------------------- swaps and lifecycle
 
 

@@ -1,4 +1,5 @@
-"""The README's driver script (examples/driver.py) runs against a live server."""
+"""The README's driver script (examples/driver.py) runs against a live server: deploy,
+predict, fine-tune (a real Ray Job, a few steps) and swap to the fine-tuned version."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.conftest import API_KEY, ROOT
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(900)
 def test_driver_example_runs(local_cluster, clean_serve):
     env = {
         **os.environ,
@@ -25,10 +27,12 @@ def test_driver_example_runs(local_cluster, clean_serve):
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=840,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "embedding[:3]" in out.stdout
+    assert "async: 384 dims" in out.stdout
+    assert "fine-tuning: done -> v" in out.stdout and "recall@1" in out.stdout
     assert "swap: done -> " in out.stdout
     assert "rollout_done" in out.stdout
     readme = (ROOT / "README.md").read_text()

@@ -24,6 +24,7 @@ from cluster.client import (
     PredictorError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseFuture,
     ServerError,
     TaskPage,
     describe_task,
@@ -230,16 +231,81 @@ def test_wait_for_deployment_raises_on_failed():
             deployment.wait_for_deployment(timeout=5)
 
 
-def test_predict_async_runs_in_the_background():
+def async_task(status: str = "SUCCESS", **fields) -> dict:
+    return {"task_id": "async-1", "status": status, "created_at": NOW, **fields}
+
+
+def test_predict_async_queues_on_the_server_then_polls(no_sleep):
+    queued: list[dict] = []
+    polls = {"n": 0}
+
     def handler(request: httpx.Request) -> httpx.Response:
-        args = json.loads(request.content)["args"]
-        return httpx.Response(200, json={"status": "SUCCESS", "result": args["i"] * 2})
+        if request.method == "POST":
+            assert request.url.path == "/v1/deployments/d/async-predict"
+            queued.append(json.loads(request.content))
+            return httpx.Response(202, json={"task_id": f"async-{len(queued) - 1}"})
+        task_id = request.url.path.rsplit("/", 1)[-1]
+        i = int(task_id.split("-")[1])
+        polls["n"] += 1
+        if polls["n"] <= 20:  # PENDING on done() and on the first poll of get()
+            return httpx.Response(200, json=async_task("PENDING", task_id=task_id))
+        return httpx.Response(200, json=async_task(task_id=task_id, result=i * 2, model_version=1))
 
     with make_client(handler) as client:
         body = {"name": "d", "model_id": "m", "model_version": 1, "app_name": "d--v1"}
         deployment = Deployment(client, DeploymentPublic.model_validate(body))
-        futures = [deployment.predict_async({"i": i}) for i in range(10)]
-        assert [f.get(timeout=5).result for f in futures] == [i * 2 for i in range(10)]
+        futures = [deployment.predict_async({"i": i}, f"r{i}") for i in range(10)]
+        assert all(isinstance(f, ResponseFuture) for f in futures)
+        assert [f.task_id for f in futures] == [f"async-{i}" for i in range(10)]
+        assert not any(f.done() for f in futures)
+        responses = [f.get(timeout=5) for f in futures]
+        assert [r.result for r in responses] == [i * 2 for i in range(10)]
+        assert [r.request_id for r in responses] == [f"r{i}" for i in range(10)]
+        assert all(f.done() for f in futures) and polls["n"] == 30  # ended: not asked again
+        assert futures[0].cancel() is False
+    assert queued == [{"args": {"i": i}, "request_id": f"r{i}"} for i in range(10)]
+    assert no_sleep and all(s <= 1.0 for s in no_sleep)
+
+
+def test_async_failure_raises_predictor_error_with_the_traceback():
+    failure = async_task("FAILURE", error="ValueError: asked to fail", traceback="Traceback: x")
+    server = Server(
+        {
+            ("POST", "/v1/deployments/d/async-predict"): httpx.Response(
+                202, json={"task_id": "async-1"}
+            ),
+            ("GET", "/v1/async-tasks/async-1"): failure,
+        }
+    )
+    with make_client(server) as client:
+        future = client.predict_async("d", {"fail": True}, request_id="r1")
+        with pytest.raises(PredictorError) as info:
+            future.get(timeout=5)
+    exc = info.value
+    assert exc.message == "ValueError: asked to fail" and exc.traceback == "Traceback: x"
+    assert exc.request_id == "r1" and exc.type == "prediction_failed"
+
+
+def test_async_get_times_out_while_pending():
+    server = Server(
+        {
+            ("POST", "/v1/deployments/d/async-predict"): {"task_id": "async-1"},
+            ("GET", "/v1/async-tasks/async-1"): async_task("PENDING"),
+        }
+    )
+    with make_client(server) as client:
+        future = client.predict_async("d", EndpointRequest(url="file:///args.json"))
+        with pytest.raises(TimeoutError, match="async-1 still PENDING"):
+            future.get(timeout=0.05)
+        assert not future.done()
+    assert server.bodies("POST") == [{"url": "file:///args.json"}]
+
+
+def test_async_unknown_deployment_is_not_found():
+    not_found = error(404, "not_found", "deployment 'd' not found")
+    server = Server({("POST", "/v1/deployments/d/async-predict"): not_found})
+    with make_client(server) as client, pytest.raises(NotFoundError, match="not found"):
+        client.predict_async("d", {"x": 1})
 
 
 # ---------------------------------------------------------------- swaps, lifecycle, tasks
@@ -445,7 +511,13 @@ def test_wait_for_pending_deployment_update_times_out(on):
 
 def test_predict_pins_a_version(on):
     answer = {"status": "SUCCESS", "result": 1, "model_version": 2}
-    server = Server({("POST", "/v1/deployments/d/predict"): answer})
+    server = Server(
+        {
+            ("POST", "/v1/deployments/d/predict"): answer,
+            ("POST", "/v1/deployments/d/async-predict"): {"task_id": "async-1"},
+            ("GET", "/v1/async-tasks/async-1"): async_task(result=1, model_version=2),
+        }
+    )
     deployment = on(server)
     assert deployment.predict({"x": 1}, version=2).model_version == 2
     assert deployment.predict_async({"x": 1}, "r1", version=2).get(timeout=5).model_version == 2

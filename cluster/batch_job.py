@@ -1,0 +1,180 @@
+"""The batch-prediction job: ``python -m cluster.batch_job --task-id ID``, run as a Ray Job.
+
+It reads its task from the registry, streams the input through a Ray Data pipeline
+(``read_text`` -> ``map_batches(serve_apps.batch.BatchPredictor)`` on actors with the
+deployment's resources, order preserved) and writes the output lines from this driver in
+the input's order, a block at a time. It reports progress to the registry about once a
+second, and stops when the registry answers that the task has ended (canceled). The task
+ends done when the output is in place, or failed with the job's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cluster import batch_io
+from cluster.schemas import BatchPredictCreate, BatchProgress, Resources
+
+logger = logging.getLogger("modelyard.batch")
+
+REPORT_EVERY_S = 1.0
+# Rows handed to a model copy at once, in model calls (batch_size): each window is sorted by
+# line length so that a call's rows are of a similar size (less padding).
+SORT_WINDOW = 16
+
+
+class Canceled(Exception):
+    """The task ended while the job ran (a cancel): stop and leave no output."""
+
+
+class Reporter:
+    """Counts rows written and sends ``BatchProgress`` to the registry every ``every_s``.
+
+    ``send(progress) -> bool`` is the registry call; ``False`` means the task has ended.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], bool],
+        total: int | None,
+        every_s: float = REPORT_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send, self._every_s, self._clock = send, every_s, clock
+        self.total, self.done, self.errors = total, 0, 0
+        self._start = self._last = clock()
+        self._first: tuple[float, int] | None = None  # (when, rows) of the first output
+
+    def add(self, rows: int, errors: int = 0) -> None:
+        now = self._clock()
+        if self._first is None:
+            self._first = (now, rows)
+        self.done += rows
+        self.errors += errors
+        if now - self._last >= self._every_s:
+            self.report()
+
+    def progress(self) -> BatchProgress:
+        now = self._clock()
+        rate = None
+        if self._first is not None and now > self._first[0] and self.done > self._first[1]:
+            rate = round((self.done - self._first[1]) / (now - self._first[0]), 1)
+        total = self.total
+        percent = 100.0 * self.done / total if total else (100.0 if total == 0 else 0.0)
+        return BatchProgress(
+            rows_done=self.done,
+            rows_total=total,
+            percent=round(min(percent, 100.0), 1),
+            errors=self.errors,
+            elapsed_s=round(now - self._start, 3),
+            first_output_s=round(self._first[0] - self._start, 3) if self._first else None,
+            rows_per_s=rate,
+        )
+
+    def report(self) -> None:
+        self._last = self._clock()
+        if not self._send(self.progress().model_dump()):
+            raise Canceled()
+
+
+def actor_options(resources: dict[str, Any]) -> dict[str, Any]:
+    """``map_batches`` resources of one model copy: the deployment's replica resources."""
+    return Resources.model_validate(resources).as_ray_options()
+
+
+def build_dataset(req: BatchPredictCreate, spec: dict[str, Any], resources: dict[str, Any]):
+    """The pipeline: input lines -> ``BatchPredictor`` actors -> ``line``/``ok`` blocks."""
+    import ray
+    from ray.data import ActorPoolStrategy
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from serve_apps.batch import BatchPredictor
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    read_args: dict[str, Any] = {}
+    if batch_io.is_local(req.input_uri):
+        # A local file lives on this (the head) node: read it here.
+        node = ray.get_runtime_context().get_node_id()
+        read_args["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    fs, path = batch_io.filesystem(req.input_uri)
+    # num_cpus=0: reading is light, and must not wait behind the model actors for a CPU.
+    ds = ray.data.read_text(path, filesystem=fs, num_cpus=0, ray_remote_args=read_args)
+    return ds.map_batches(
+        BatchPredictor,
+        fn_constructor_args=(spec, req.batch_size),
+        batch_size=req.batch_size * SORT_WINDOW,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=req.concurrency),
+        **actor_options(resources),
+    )
+
+
+def write_output(blocks: Any, out: Any, reporter: Reporter) -> None:
+    """Output blocks (tables of ``line``, ``ok``) to ``out`` in order, newline-terminated."""
+    for block in blocks:
+        lines = block.column("line").to_pylist()
+        if not lines:
+            continue
+        out.write(b"\n".join(lines) + b"\n")
+        ok = sum(1 for v in block.column("ok").to_pylist() if v)
+        reporter.add(len(lines), errors=len(lines) - ok)
+
+
+def run(registry: Any, task_id: str) -> BatchProgress:
+    import ray
+
+    task = ray.get(registry.get_task.remote(task_id, "batch_prediction"))
+    req = BatchPredictCreate.model_validate(task.detail["request"])
+
+    def send(progress: dict[str, Any]) -> bool:
+        return ray.get(registry.report_batch_progress.remote(task_id, progress))
+
+    reporter = Reporter(send, total=None)
+    reporter.report()  # processing now, or Canceled before any work
+    reporter.total = batch_io.count_rows(req.input_uri)
+    logger.info("%s: %d rows in %s", task_id, reporter.total, req.input_uri)
+    ds = build_dataset(req, task.detail["spec"], task.detail["resources"])
+    with batch_io.open_output(req.output_uri) as out:
+        blocks = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+        write_output(blocks, out, reporter)
+        reporter.total = reporter.done  # the rows read are the truth
+        reporter.report()  # a cancel that came in at the very end still wins
+    final = reporter.progress()
+    ray.get(registry.finish_batch.remote(task_id, final.model_dump()))
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    import ray
+
+    from cluster.registry import registry_handle
+
+    parser = argparse.ArgumentParser(description="Run one batch-prediction task.")
+    parser.add_argument("--task-id", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    ray.init(log_to_driver=False)
+    registry = registry_handle()
+    try:
+        final = run(registry, args.task_id)
+    except Canceled:
+        logger.info("task %s was canceled; stopped", args.task_id)
+        return 0
+    except Exception as exc:
+        logger.exception("batch prediction %s failed", args.task_id)
+        error = f"{type(exc).__name__}: {exc}"[-4000:]
+        ray.get(registry.update_task.remote(args.task_id, status="failed", error=error))
+        return 1
+    logger.info("task %s done: %s", args.task_id, final.model_dump())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

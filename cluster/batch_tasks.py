@@ -1,0 +1,65 @@
+"""The registry's side of batch predictions: create, progress from the job, the end.
+
+Mixed into ``RegistryCore``. A task pins the model version its deployment serves when it is
+created (a swap during the job does not change what the job predicts with) and the
+deployment's resources, which each Ray Data actor of the job gets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cluster import errors
+from cluster.schemas import BatchPredictCreate, BatchProgress, Page, Task, TaskKind, TaskStatus
+
+KIND = TaskKind.BATCH_PREDICTION.value
+
+
+class BatchTasks:
+    _tasks: dict[str, Task]
+
+    def create_batch_task(self, name: str, req: BatchPredictCreate) -> Task:
+        record = self.get_deployment(name)
+        if record.status == "DELETING":
+            raise errors.Conflict(f"deployment '{name}' is being deleted")
+        for task in self._tasks.values():
+            same_output = task.detail.get("request", {}).get("output_uri") == req.output_uri
+            if task.kind == KIND and not task.final and same_output:
+                raise errors.Conflict(
+                    f"batch prediction {task.id} is writing to {req.output_uri}; wait for it "
+                    "or choose another output_uri"
+                )
+        version = self.get_version(record.model_id, record.model_version)
+        return self._new_task(
+            TaskKind.BATCH_PREDICTION,
+            model_id=record.model_id,
+            deployment_name=name,
+            detail={
+                "request": req.model_dump(mode="json"),
+                "model_version": version.version,
+                "spec": version.model_dump(mode="json"),
+                "resources": record.config.resources.model_dump(mode="json"),
+                "progress": BatchProgress().model_dump(),
+            },
+        )
+
+    def report_batch_progress(self, task_id: str, progress: dict[str, Any]) -> bool:
+        """The job's progress; ``False`` once the task has ended (canceled): the job stops."""
+        task = self._tasks.get(task_id)
+        if task is None or task.kind != KIND or task.final:
+            return False
+        self.update_task(task_id, status=TaskStatus.PROCESSING, detail={"progress": progress})
+        return True
+
+    def finish_batch(self, task_id: str, progress: dict[str, Any]) -> Task:
+        """The job wrote its output: the task is done, with the final counts."""
+        return self.update_task(task_id, status=TaskStatus.DONE, detail={"progress": progress})
+
+    def list_batch_tasks(self, name: str, offset: int = 0, limit: int = 50) -> Page:
+        """One deployment's batch predictions, oldest first."""
+        matching = [t for t in self._tasks.values() if t.kind == KIND and t.deployment_name == name]
+        if not matching:
+            self.get_deployment(name)
+        return Page(
+            items=matching[offset : offset + limit], total=len(matching), offset=offset, limit=limit
+        )

@@ -1,0 +1,59 @@
+"""Batch predictions: a JSONL file in, a JSONL file out, over a deployment's model version."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from cluster.schemas.base import Schema
+
+URI_HELP = (
+    "A path relative to the storage root, an absolute path or file:// URI inside it, or a "
+    "URI that pyarrow.fs understands (s3://bucket/key, gs://...)."
+)
+
+
+class BatchPredictCreate(Schema):
+    """``POST /v1/deployments/{name}/batch-predictions``.
+
+    Input lines are ``{"id": ..., "args": {...}}`` (a predictor's keyword arguments, as in
+    ``/predict``) or, for sentence-transformer models, ``{"id": ..., "text": "..."}``. Output
+    lines keep the input's order and ids: ``{"id": ..., "result": ...}``,
+    ``{"id": ..., "embedding": [...]}`` or ``{"id": ..., "error": "..."}`` for a bad row.
+    """
+
+    input_uri: str = Field(min_length=1, max_length=4096, description="JSONL input. " + URI_HELP)
+    output_uri: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="JSONL output, written whole when the job ends. " + URI_HELP,
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per model call.")
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Model copies (Ray Data actors), each with the deployment's resources.",
+    )
+    overwrite: bool = Field(default=False, description="Replace output_uri when it exists.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> BatchPredictCreate:
+        if self.input_uri == self.output_uri:
+            raise ValueError("output_uri must differ from input_uri")
+        return self
+
+
+class BatchProgress(Schema):
+    """``detail.progress`` of a batch-prediction task, as the job reports it."""
+
+    rows_done: int = 0
+    rows_total: int | None = None
+    percent: float = 0.0
+    errors: int = Field(default=0, description="Rows answered with an error.")
+    elapsed_s: float = Field(default=0.0, description="Since the job started.")
+    first_output_s: float | None = Field(
+        default=None, description="Start-up: from the job's start to its first output rows."
+    )
+    rows_per_s: float | None = Field(
+        default=None, description="Steady rate: rows since the first output row over its time."
+    )

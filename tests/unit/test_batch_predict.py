@@ -1,0 +1,466 @@
+"""Batch predictions without Ray: row codec, URIs, line counts, progress, registry, refusal."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import orjson
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from cluster import batch_io, errors
+from cluster.batch_job import Canceled, Reporter, actor_options, write_output
+from cluster.batch_runner import refusal
+from cluster.cli import app, common
+from cluster.client import Client, describe_task
+from cluster.registry import RegistryCore
+from cluster.schemas import (
+    BatchPredictCreate,
+    DeploymentConfig,
+    DeployRequest,
+    ModelCreate,
+    Task,
+)
+from serve_apps import kinds
+from serve_apps.batch import decode_line, encode_row, predict_lines
+
+
+class FakeEmbedder(kinds.SentenceTransformerPredictor):
+    """The real decode; predict_batch answers [len(text)] per text and fails on 'boom'."""
+
+    def __init__(self) -> None:
+        super().__init__({"kind": "sentence-transformer"}, "cpu")
+        self.calls: list[int] = []
+        self.texts: list[list[int]] = []
+
+    def predict_batch(self, items):
+        self.calls.append(len(items))
+        self.texts.append([len(t) for texts in items for t in texts])
+        if any("boom" in t for texts in items for t in texts):
+            raise RuntimeError("model blew up")
+        return [{"embeddings": [[float(len(t))] for t in texts]} for texts in items]
+
+
+class FakeCustom(kinds.Predictor):
+    def predict_batch(self, items):
+        return [{"sum": a["x"] + a["y"]} for a in items]
+
+
+def out(rows) -> list[dict]:
+    return [json.loads(encode_row(r)) for r in rows]
+
+
+def test_text_and_args_rows_keep_order_ids_and_per_row_errors():
+    lines = [
+        '{"id": 1, "text": "abc"}',
+        '{"id": "two", "args": {"texts": ["a", "bcde"]}}',
+        "not json",
+        '{"id": 4, "text": 5}',
+        '{"id": 5, "args": {"texts": []}}',
+        "[1, 2]",
+        '{"id": 7, "text": "hello"}',
+    ]
+    rows = predict_lines(FakeEmbedder(), "sentence-transformer", lines)
+    got = out(rows)
+    assert [r["id"] for r in got] == [1, "two", None, 4, 5, None, 7]
+    assert got[0] == {"id": 1, "embedding": [3.0]}
+    assert got[1] == {"id": "two", "result": {"embeddings": [[1.0], [4.0]]}}
+    assert "not JSON" in got[2]["error"]
+    assert '"text"' in got[3]["error"]
+    assert "args.texts" in got[4]["error"]
+    assert "JSON object" in got[5]["error"]
+    assert got[6] == {"id": 7, "embedding": [5.0]}
+
+
+def test_one_failing_row_fails_alone():
+    model = FakeEmbedder()
+    lines = [json.dumps({"id": i, "text": "boom" if i == 2 else "ok"}) for i in range(4)]
+    got = out(predict_lines(model, "sentence-transformer", lines))
+    assert [("error" in r) for r in got] == [False, False, True, False]
+    assert got[2]["error"] == "RuntimeError: model blew up"
+    assert model.calls == [4, 1, 1, 1, 1]  # the batch, then each row on its own
+
+
+def test_rows_of_a_similar_size_share_a_model_call_and_come_back_in_order():
+    model = FakeEmbedder()
+    sizes = [7, 1, 5, 3, 8, 2, 6, 4]
+    lines = [json.dumps({"id": i, "text": "x" * n}) for i, n in enumerate(sizes)]
+    got = out(predict_lines(model, "sentence-transformer", lines, per_call=3))
+    assert [r["id"] for r in got] == list(range(8))
+    assert [r["embedding"] for r in got] == [[float(n)] for n in sizes]
+    assert model.calls == [3, 3, 2]
+    assert model.texts == [[1, 2, 3], [4, 5, 6], [7, 8]]  # by length, not by position
+
+
+def test_other_kinds_take_args_only():
+    model = FakeCustom({"kind": "custom"}, "cpu")
+    got = out(predict_lines(model, "custom", ['{"id": 1, "args": {"x": 1, "y": 2}}']))
+    assert got == [{"id": 1, "result": {"sum": 3}}]
+    row = decode_line(model, "custom", '{"id": 2, "text": "hi"}')
+    assert row.error == 'each line needs "args", an object'
+
+
+def test_unserializable_result_is_a_row_error():
+    row = decode_line(FakeCustom({"kind": "custom"}, "cpu"), "custom", '{"id": 1, "args": {}}')
+    row.result = {"x": object()}
+    assert "not JSON-serializable" in json.loads(encode_row(row))["error"]
+
+
+# ------------------------------------------------------------------ URIs
+
+
+def test_normalize_keeps_paths_inside_the_storage_root(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    assert batch_io.normalize("in/a.jsonl", root, "input_uri") == str(root / "in/a.jsonl")
+    assert batch_io.normalize(f"file://{root}/a.jsonl", root, "x") == str(root / "a.jsonl")
+    assert batch_io.normalize("s3://bucket/a.jsonl", root, "x") == "s3://bucket/a.jsonl"
+    for bad in ("/etc/passwd", "../outside.jsonl", f"file://{tmp_path}/x.jsonl"):
+        with pytest.raises(errors.InvalidInput, match="input_uri .* outside the storage root"):
+            batch_io.normalize(bad, root, "input_uri")
+
+
+def req(**fields) -> BatchPredictCreate:
+    return BatchPredictCreate.model_validate(
+        {"input_uri": "in.jsonl", "output_uri": "out.jsonl"} | fields
+    )
+
+
+def test_check_request_names_the_field(tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n')
+    checked = batch_io.check_request(req(), tmp_path)
+    assert checked.input_uri == str(tmp_path / "in.jsonl")
+    assert checked.output_uri == str(tmp_path / "out.jsonl")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "out.jsonl").write_text("old")
+    (tmp_path / "file").write_text("")
+    cases = [
+        (req(input_uri="missing.jsonl"), "input_uri 'missing.jsonl' does not exist"),
+        (req(input_uri="dir"), "input_uri 'dir' is a directory"),
+        (req(output_uri="dir"), "output_uri 'dir' is a directory"),
+        (req(), "output_uri 'out.jsonl' exists; pass overwrite=true"),
+        (req(output_uri="file/x.jsonl"), "output_uri 'file/x.jsonl': .* is not a directory"),
+        (req(output_uri=f"file://{tmp_path}/in.jsonl"), "output_uri must differ"),
+        (req(input_uri="nope://bucket/x"), "input_uri 'nope://bucket/x' cannot be opened"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(errors.InvalidInput, match=message):
+            batch_io.check_request(bad, tmp_path)
+    assert batch_io.check_request(req(overwrite=True), tmp_path).overwrite
+
+
+def test_same_input_and_output_is_a_schema_error():
+    with pytest.raises(ValueError, match="output_uri must differ"):
+        req(output_uri="in.jsonl")
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+def test_count_rows_matches_read_text_splitting(tmp_path, monkeypatch, chunk):
+    text = "a\r\n\r\nb\n   \nc\rd\u2028e\n\nlast-no-newline"
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(text.encode())
+    monkeypatch.setattr(batch_io, "CHUNK", chunk)
+    expected = sum(1 for line in text.splitlines() if line.strip())  # read_text's rule
+    assert batch_io.count_rows(str(path)) == expected == 6
+
+
+def test_open_output_moves_into_place_or_leaves_nothing(tmp_path):
+    target = tmp_path / "sub" / "out.jsonl"
+    with batch_io.open_output(str(target)) as stream:
+        stream.write(b"x\n")
+        assert not target.exists()
+    assert target.read_bytes() == b"x\n"
+    with pytest.raises(RuntimeError), batch_io.open_output(str(tmp_path / "o2")) as stream:
+        stream.write(b"half")
+        raise RuntimeError("job failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+# ------------------------------------------------------------------ the job's driver side
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reporter_reports_every_interval_with_percent_and_steady_rate():
+    sent, clock = [], Clock()
+    reporter = Reporter(lambda p: sent.append(p) or True, total=400, every_s=1.0, clock=clock)
+    clock.now += 5  # start-up: model loading
+    reporter.add(100)
+    assert [p["rows_done"] for p in sent] == [100]
+    assert sent[0]["rows_per_s"] is None  # one block: no rate yet
+    clock.now += 0.5
+    reporter.add(50, errors=2)
+    assert len(sent) == 1  # within the interval: nothing sent
+    clock.now += 0.5
+    reporter.add(50)
+    assert sent[-1]["rows_done"] == 200 and sent[-1]["percent"] == 50.0
+    assert sent[-1]["errors"] == 2 and sent[-1]["elapsed_s"] == 6.0
+    assert sent[-1]["rows_per_s"] == 100.0  # rows after the first block / time since it
+
+
+def test_reporter_raises_canceled_when_the_task_has_ended():
+    reporter = Reporter(lambda p: False, total=10, every_s=0.0, clock=Clock())
+    with pytest.raises(Canceled):
+        reporter.add(1)
+
+
+def test_write_output_keeps_block_order_and_counts_errors():
+    sent, clock = [], Clock()
+    reporter = Reporter(lambda p: sent.append(p) or True, total=3, clock=clock)
+    blocks = [
+        pa.table({"line": [b'{"id":1}', b'{"id":2,"error":"x"}'], "ok": [True, False]}),
+        pa.table({"line": pa.array([], pa.binary()), "ok": pa.array([], pa.bool_())}),
+        pa.table({"line": [b'{"id":3}'], "ok": [True]}),
+    ]
+
+    class Sink:
+        data = b""
+
+        def write(self, b: bytes) -> None:
+            self.data += b
+
+    sink = Sink()
+    write_output(blocks, sink, reporter)
+    assert [orjson.loads(x)["id"] for x in sink.data.splitlines()] == [1, 2, 3]
+    assert reporter.done == 3 and reporter.errors == 1
+    assert reporter.progress().percent == 100.0
+
+
+def test_actor_options_are_the_deployment_resources():
+    assert actor_options({"num_gpus": 0.5, "num_cpus": 2}) == {"num_gpus": 0.5, "num_cpus": 2}
+
+
+def test_refusal_only_when_the_whole_cluster_is_too_small():
+    total = {"CPU": 4.0, "GPU": 1.0}
+    assert refusal({"num_cpus": 1, "num_gpus": 0.5}, 2, total) is None
+    why = refusal({"num_cpus": 1, "num_gpus": 1}, 2, total)
+    assert "GPU=2" in why and "GPU=1" in why and "lower concurrency" in why
+    assert refusal({"num_cpus": 0, "num_gpus": 1}, 1, {"CPU": 2.0}) is not None
+
+
+# ------------------------------------------------------------------ registry
+
+
+@pytest.fixture
+def reg(tmp_path) -> RegistryCore:
+    reg = RegistryCore(tmp_path / "r.db")
+    reg.register_model(ModelCreate(model_id="emb", kind="sentence-transformer", artifact_uri="/m"))
+    config = DeploymentConfig(resources={"num_cpus": 2})
+    reg.create_deploy_task(DeployRequest(model_id="emb", deployment_name="emb", config=config))
+    return reg
+
+
+def test_create_pins_version_and_resources(reg, tmp_path):
+    task = reg.create_batch_task("emb", req())
+    assert task.kind == "batch_prediction" and task.status == "pending"
+    assert task.deployment_name == "emb" and task.model_id == "emb"
+    assert task.detail["model_version"] == 1
+    assert task.detail["spec"]["artifact_uri"] == "/m"
+    assert task.detail["resources"]["num_cpus"] == 2
+    assert task.detail["progress"]["rows_done"] == 0
+    with pytest.raises(errors.NotFound):
+        reg.create_batch_task("nope", req())
+    with pytest.raises(errors.Conflict, match="is writing to out.jsonl"):
+        reg.create_batch_task("emb", req(input_uri="other.jsonl"))
+    assert reg.list_batch_tasks("emb").total == 1
+    # Nothing lost across a restart.
+    assert RegistryCore(tmp_path / "r.db").get_task(task.id).detail == task.detail
+
+
+def test_progress_finish_and_cancel(reg):
+    task = reg.create_batch_task("emb", req())
+    assert reg.report_batch_progress(task.id, {"rows_done": 5, "percent": 50.0})
+    current = reg.get_task(task.id)
+    assert current.status == "processing" and current.detail["progress"]["rows_done"] == 5
+    assert reg.finish_batch(task.id, {"rows_done": 10, "percent": 100.0}).status == "done"
+    assert not reg.report_batch_progress(task.id, {"rows_done": 10})  # ended: the job stops
+    other = reg.create_batch_task("emb", req())
+    reg.update_task(other.id, status="canceled", error="canceled by request")
+    assert not reg.report_batch_progress(other.id, {"rows_done": 1})
+    assert reg.get_task(other.id).detail["progress"]["rows_done"] == 0
+
+
+# ------------------------------------------------------------------ client and CLI
+
+
+def batch_task(status: str, done: int = 0) -> dict:
+    progress = {"rows_done": done, "rows_total": 10, "percent": done * 10.0, "errors": 0}
+    return {"id": "batch_prediction-1", "kind": "batch_prediction", "status": status,
+            "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z",
+            "deployment_name": "d", "detail": {"progress": progress}}  # fmt: skip
+
+
+class Server:
+    """Answers by (method, path); keeps the JSON bodies it was sent."""
+
+    def __init__(self, routes: dict) -> None:
+        self.routes, self.sent = routes, []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.content:
+            self.sent.append(json.loads(request.content))
+        answer = self.routes[(request.method, request.url.path)]
+        return httpx.Response(200, json=answer() if callable(answer) else answer)
+
+
+def batch_server() -> Server:
+    answers = [batch_task("processing", 5), batch_task("done", 10)]
+    deployment = {"name": "d", "model_id": "m", "model_version": 1, "app_name": "d--v1",
+                  "status": "ACTIVE"}  # fmt: skip
+    return Server(
+        {
+            ("GET", "/v1/deployments/d"): deployment,
+            ("POST", "/v1/deployments/d/batch-predictions"): batch_task("pending"),
+            ("GET", "/v1/tasks/batch_prediction-1"): lambda: answers.pop(0),
+        }
+    )
+
+
+def test_client_batch_predict_sends_the_request_and_waits(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    server = batch_server()
+    client = Client(url="http://t", api_key="k", transport=httpx.MockTransport(server))
+    with client:
+        deployment = client.get_deployment("d")
+        task = deployment.batch_predict("in.jsonl", "out.jsonl", wait=True, batch_size=8)
+    assert task.status == "done" and task.detail["progress"]["rows_done"] == 10
+    sent = server.sent
+    assert sent == [{"input_uri": "in.jsonl", "output_uri": "out.jsonl", "batch_size": 8,
+                     "overwrite": False}]  # fmt: skip
+    assert "rows 5/10 (50.0%)" in describe_task(Task.model_validate(batch_task("processing", 5)))
+
+
+def test_cli_batch_predict_waits_and_prints_the_task(monkeypatch):
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    server = batch_server()
+    monkeypatch.setattr(
+        common,
+        "make_client",
+        lambda url, key: Client(url="http://t", api_key="k", transport=httpx.MockTransport(server)),
+    )
+    result = CliRunner().invoke(
+        app, ["batch-predict", "d", "in.jsonl", "out.jsonl", "--wait", "--overwrite"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "batch_prediction-1: done" in result.output and "rows 10/10" in result.output
+    assert server.sent[0]["overwrite"] is True
+
+
+# ------------------------------------------------------------------ the operator's runner
+
+
+class Remote:
+    """A registry handle whose ``.remote`` calls run at once (with ``ray.get`` the identity)."""
+
+    def __init__(self, core: RegistryCore) -> None:
+        self._core = core
+
+    def __getattr__(self, name: str):
+        return type("Method", (), {"remote": staticmethod(getattr(self._core, name))})
+
+
+class FakeJobs:
+    def __init__(self, status: str | None = None, submit_error: Exception | None = None):
+        self.status, self.submit_error = status, submit_error
+        self.submitted: list[dict] = []
+        self.stopped: list[str] = []
+
+    def get_job_status(self, job_id: str) -> str:
+        if self.status is None:
+            raise RuntimeError(f"Job {job_id} does not exist")
+        return f"JobStatus.{self.status}"
+
+    def submit_job(self, **kwargs) -> str:
+        if self.submit_error:
+            raise self.submit_error
+        self.submitted.append(kwargs)
+        self.status = "PENDING"
+        return kwargs["submission_id"]
+
+    def get_job_logs(self, job_id: str) -> str:
+        return "Traceback ... ValueError: boom"
+
+    def stop_job(self, job_id: str) -> bool:
+        self.stopped.append(job_id)
+        return True
+
+
+@pytest.fixture
+def runner(reg, monkeypatch):
+    import ray
+
+    from cluster.batch_runner import BatchRunner
+
+    monkeypatch.setattr(ray, "get", lambda x: x)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 0.0})
+
+    def make(jobs: FakeJobs) -> BatchRunner:
+        runner = BatchRunner(Remote(reg), None)
+        runner._client = jobs
+        return runner
+
+    return make
+
+
+def test_runner_submits_once_then_follows_the_job(reg, runner):
+    jobs = FakeJobs()
+    task = reg.create_batch_task("emb", req())
+    runner(jobs).tick([reg.get_task(task.id)])
+    assert [j["submission_id"] for j in jobs.submitted] == [task.id]
+    assert "-m cluster.batch_job --task-id " + task.id in jobs.submitted[0]["entrypoint"]
+    current = reg.get_task(task.id)
+    assert current.status == "processing" and current.detail["job_id"] == task.id
+    runner(jobs).tick([current])
+    assert reg.get_task(task.id).status == "processing"
+    jobs.status = "SUCCEEDED"
+    runner(jobs).tick([current])
+    assert reg.get_task(task.id).status == "done"
+
+
+def test_runner_does_not_submit_twice_after_an_operator_restart(reg, runner):
+    task = reg.create_batch_task("emb", req())
+    jobs = FakeJobs(status="RUNNING")  # submitted before the operator lost its update
+    runner(jobs).tick([task])
+    assert jobs.submitted == [] and reg.get_task(task.id).status == "processing"
+
+
+def test_runner_fails_a_task_whose_job_is_gone_or_failed(reg, runner):
+    gone = reg.create_batch_task("emb", req())
+    reg.report_batch_progress(gone.id, {"rows_done": 3})  # processing, then the cluster restarted
+    runner(FakeJobs(status=None)).tick([reg.get_task(gone.id)])
+    task = reg.get_task(gone.id)
+    assert task.status == "failed" and "cluster restarted" in task.error
+    failed = reg.create_batch_task("emb", req(output_uri="o2.jsonl"))
+    reg.report_batch_progress(failed.id, {"rows_done": 3})
+    runner(FakeJobs(status="FAILED")).tick([reg.get_task(failed.id)])
+    assert "ValueError: boom" in reg.get_task(failed.id).error
+
+
+def test_runner_refuses_what_the_cluster_cannot_hold_and_retries_submits(reg, runner):
+    big = reg.create_batch_task("emb", req(concurrency=3))  # 3 x 2 CPUs > 4
+    runner(FakeJobs()).tick([big])
+    assert reg.get_task(big.id).status == "refused"
+    task = reg.create_batch_task("emb", req(output_uri="o2.jsonl"))
+    runner(FakeJobs(submit_error=RuntimeError("try again later"))).tick([task])
+    current = reg.get_task(task.id)
+    assert current.status == "pending" and current.detail["submit_tries"] == 1
+
+
+def test_cancel_marks_the_task_then_stops_its_job(reg, runner):
+    jobs = FakeJobs()
+    pending = reg.create_batch_task("emb", req())
+    assert runner(jobs).cancel(pending.id).status == "canceled"
+    assert jobs.stopped == [] and jobs.submitted == []
+    running = reg.create_batch_task("emb", req())
+    runner(jobs).tick([running])
+    assert runner(jobs).cancel(running.id).status == "canceled"
+    assert jobs.stopped == [running.id]
+    assert runner(jobs).cancel(running.id).error == "canceled by request"  # idempotent
