@@ -84,6 +84,7 @@ class Context:
     sentences: list[str]
     reference: list[float] | None = None
     results: dict[str, dict] = field(default_factory=dict)
+    paired: list[float] = field(default_factory=list)  # modelyard / plain Serve per round
     cleanups: list[Callable[[], Any]] = field(default_factory=list)
 
 
@@ -233,7 +234,8 @@ def start_ray_and_modelyard(ctx: Context) -> str:
     pythonpath = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
     ray.init(
         address="local",  # always a fresh local Ray, never one that happens to run here
-        num_cpus=max(os.cpu_count() or 1, int(a.num_cpus) + 1),
+        # Room for both Serve targets' replicas at once (--rounds keeps both deployed).
+        num_cpus=max(os.cpu_count() or 1, 2 * int(a.num_cpus) + 1),
         num_gpus=1 if a.device == "cuda" else 0,
         namespace=NAMESPACE,
         include_dashboard=False,
@@ -355,11 +357,32 @@ def run_all(ctx: Context) -> None:
             stop()  # before the Ray targets start
     if "modelyard" in targets or "serve" in targets:
         base = start_ray_and_modelyard(ctx)
+        if ctx.args.rounds > 1:
+            alternate_rounds(ctx, base)
+            return
         if "modelyard" in targets:
             bench_target(deploy_modelyard(ctx, base), ctx)
             delete_modelyard(ctx, base)
         if "serve" in targets:
             bench_target(deploy_plain_serve(ctx, base), ctx)
+
+
+def alternate_rounds(ctx: Context, base: str) -> None:
+    """Both Serve targets deployed side by side (idle replicas cost no CPU), timed in turn:
+    noise from the machine then hits both alike, and the paired ratios show its spread."""
+    deploy = {"modelyard": deploy_modelyard, "serve": deploy_plain_serve}
+    targets = [deploy[name](ctx, base) for name in deploy if name in ctx.args.targets]
+    rounds: dict[str, list[dict]] = {t.name: [] for t in targets}
+    for i in range(ctx.args.rounds):
+        for target in targets if i % 2 == 0 else reversed(targets):
+            bench_target(target, ctx)
+            rounds[target.name].append(ctx.results[target.name])
+    for name, runs in rounds.items():
+        median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+        ctx.results[name] = {**median, "rounds_rps": [round(r["rps"], 1) for r in runs]}
+    if len(rounds) == 2:
+        pairs = zip(rounds["modelyard"], rounds["serve"], strict=True)
+        ctx.paired = sorted(m["rps"] / s["rps"] for m, s in pairs)
 
 
 RATIOS = {
@@ -369,8 +392,11 @@ RATIOS = {
 }
 
 
-def ratios(results: dict[str, dict]) -> dict[str, dict[str, float | None]]:
-    """Throughput ratios (> 1: modelyard is faster) and latency ratios (< 1: faster)."""
+def ratios(
+    results: dict[str, dict], paired: list[float] | None = None
+) -> dict[str, dict[str, float | None]]:
+    """Throughput ratios (> 1: modelyard is faster) and latency ratios (< 1: faster); with
+    ``paired`` rounds, modelyard / plain Serve is their median."""
     out = {}
     mine = results.get("modelyard")
     for label, other in RATIOS.items():
@@ -378,6 +404,8 @@ def ratios(results: dict[str, dict]) -> dict[str, dict[str, float | None]]:
         if mine is None or theirs is None:
             continue
         row: dict[str, float | None] = {"req/s": mine["rps"] / theirs["rps"]}
+        if other == "serve" and paired:
+            row["req/s"] = paired[len(paired) // 2]
         for key in ("p50_ms", "p99_ms"):
             row[key[:3]] = mine[key] / theirs[key] if key in theirs else None
         out[label] = row
@@ -403,13 +431,20 @@ def report(ctx: Context) -> dict[str, Any]:
         ms = "".join(f"{r[k]:>9.1f}" if k in r else f"{'-':>9}" for k in ("p50_ms", "p99_ms"))
         counts = "".join(f"{r.get(k, '-'):>8}" for k in ("non_2xx", "socket_errors"))
         print(f"{name:<11}{r['rps']:>9.1f}{ms}{counts}  {r['notes']}")
-    rat = ratios(res)
+    rat = ratios(res, ctx.paired)
     if rat:
         print(f"\n{'ratio':<29}{'req/s':>7}{'p50':>7}{'p99':>7}")
         for label, row in rat.items():
             cells = "".join(f"{v:>7.2f}" if v is not None else f"{'-':>7}" for v in row.values())
             print(f"{label:<29}{cells}")
-    return {"config": vars(a), "results": res, "ratios": rat}
+    if ctx.paired:
+        rps = {n: res[n]["rounds_rps"] for n in ("modelyard", "serve")}
+        print(
+            f"\n{len(ctx.paired)} alternated rounds; req/s modelyard {rps['modelyard']}, "
+            f"plain Serve {rps['serve']}; paired ratios "
+            + ", ".join(f"{r:.2f}" for r in ctx.paired)
+        )
+    return {"config": vars(a), "results": res, "ratios": rat, "paired_ratios": ctx.paired}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -426,6 +461,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add("--targets", default=",".join(TARGETS), help="comma-separated subset of the targets")
+    add(
+        "--rounds",
+        type=int,
+        default=1,
+        help="timed runs of modelyard and plain Serve, alternated with both deployed; the "
+        "table shows each target's median round and the ratio is the median of the rounds' "
+        "paired ratios",
+    )
     add("--out", type=Path, help="also write the results as JSON to this file")
     add("--max-batch-size", type=int, default=32, help="modelyard config.max_batch_size")
     add("--batch-wait-ms", type=float, default=5, help="modelyard config.batch_wait_timeout_ms")
