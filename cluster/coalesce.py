@@ -94,18 +94,34 @@ class Batcher:
                 "config.max_queued_requests / num_replicas",
                 retry_after_s=1.0,
             )
-        item = _Item(args, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        item = _Item(args, loop.create_future())
         self._waiting.append(item)
         self._dispatch()
+        # A timer rather than asyncio.wait_for: no extra task per request on the hot path.
+        timer = loop.call_later(timeout_s, self._expire, item, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), timeout_s)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(item)  # not sent yet: nobody needs it any more
-            raise errors.UpstreamTimeout(
+            return await item.future
+        except asyncio.CancelledError:  # the client went away: do not send it
+            self._forget(item)
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, item: _Item, timeout_s: float) -> None:
+        if item.future.done():
+            return
+        self._forget(item)
+        item.future.set_exception(
+            errors.UpstreamTimeout(
                 f"deployment '{self.name}' did not answer within {timeout_s:g}s "
                 "(config.request_timeout_s)"
-            ) from None
+            )
+        )
+
+    def _forget(self, item: _Item) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(item)  # not sent yet: nobody needs it any more
 
     def _queue_full(self) -> bool:
         cap = self.limits.max_queued_requests

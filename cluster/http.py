@@ -30,19 +30,36 @@ def request_id(request: Request) -> str:
     return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
-def error_response(
-    request: Request, status: int, error_type: str, message: str, /, **extra: object
-) -> JSONResponse:
+def error_body(
+    status: int, error_type: str, message: str, request_id: str, /, **extra: object
+) -> tuple[dict, dict[str, str]]:
+    """The JSON error body and its headers (``Retry-After`` on a 429)."""
     # Positional-only: a predictor failure's body carries its own "status": "FAILURE".
-    body: dict = {
-        "error": {"type": error_type, "message": message, "request_id": request_id(request)}
-    }
+    body: dict = {"error": {"type": error_type, "message": message, "request_id": request_id}}
+    retry_after = extra.pop("retry_after_s", 1)
     body.update(extra)
     headers = {}
     if status == 429:
-        headers["Retry-After"] = str(max(1, round(float(extra.pop("retry_after_s", 1)))))
-        body.pop("retry_after_s", None)
+        headers["Retry-After"] = str(max(1, round(float(retry_after))))  # type: ignore[arg-type]
+    return body, headers
+
+
+def error_response(
+    request: Request, status: int, error_type: str, message: str, /, **extra: object
+) -> JSONResponse:
+    body, headers = error_body(status, error_type, message, request_id(request), **extra)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_parts(
+    exc: errors.ModelyardError | ValidationError, rid: str = ""
+) -> tuple[int, dict, dict[str, str]]:
+    """Status, body and headers for an error raised outside FastAPI's handlers."""
+    rid = rid or uuid.uuid4().hex
+    if isinstance(exc, ValidationError):
+        return 422, *error_body(422, "validation_error", _field_message(exc), rid)
+    status = exc.status_code
+    return status, *error_body(status, exc.error_type, exc.message, rid, **_extra(exc))
 
 
 class FastJSONResponse(Response):
@@ -97,12 +114,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _answer(request: Request, exc: errors.ModelyardError) -> JSONResponse:
-    extra: dict = {}
-    if isinstance(exc, errors.Overloaded):
-        extra["retry_after_s"] = exc.retry_after_s
+    return error_response(request, exc.status_code, exc.error_type, exc.message, **_extra(exc))
+
+
+def _extra(exc: errors.ModelyardError) -> dict:
     if isinstance(exc, errors.PredictorFailed):
-        extra = {"status": "FAILURE", "traceback": exc.traceback}
-    return error_response(request, exc.status_code, exc.error_type, exc.message, **extra)
+        return {"status": "FAILURE", "traceback": exc.traceback}
+    if isinstance(exc, errors.Overloaded):
+        return {"retry_after_s": exc.retry_after_s}
+    return {}
 
 
 _bearer = HTTPBearer(auto_error=False)

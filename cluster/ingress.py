@@ -16,6 +16,7 @@ from cluster.api import (
     tasks,
 )
 from cluster.api.deps import configure
+from cluster.fastpath import PredictFastPath
 from cluster.http import install_error_handlers, require_key
 
 app = FastAPI(title="modelyard", version="1")
@@ -24,6 +25,7 @@ app.include_router(system.public)
 _v1 = [Depends(require_key)]
 for module in (tasks, deployments, models, system, embeddings, async_tasks, finetune, batch):
     app.include_router(module.router, prefix="/v1", dependencies=_v1)
+app.add_middleware(PredictFastPath)  # answers well-formed predictions before FastAPI's stack
 
 
 # The ingress only awaits (routing, batching, registry calls), so its user code and its
