@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Any
 
+from cluster.jobs import job_client
 from cluster.schemas import Resources, Task
 
 logger = logging.getLogger("modelyard.batch")
@@ -55,10 +56,7 @@ class BatchRunner:
 
     def jobs(self):
         if self._client is None:
-            from ray.job_submission import JobSubmissionClient
-
-            url = self._dashboard_url or "http://127.0.0.1:8265"
-            self._client = JobSubmissionClient(url if "://" in url else f"http://{url}")
+            self._client = job_client(self._dashboard_url)
         return self._client
 
     def tick(self, tasks: list[Task]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from cluster.finetune_tasks import scratch_runs
+from cluster.jobs import job_client
 from cluster.schemas import FineTuneCreate, RolloutOptions, Task, VersionCreate
 from cluster.settings import REGISTRY_ACTOR
 
@@ -49,10 +50,7 @@ class FineTuneRunner:
 
     def jobs(self):
         if self._client is None:
-            from ray.job_submission import JobSubmissionClient
-
-            url = self._dashboard_url or "http://127.0.0.1:8265"
-            self._client = JobSubmissionClient(url if "://" in url else f"http://{url}")
+            self._client = job_client(self._dashboard_url)
         return self._client
 
     def tick(self, tasks: list[Task]) -> None:
