@@ -13,17 +13,15 @@ when it dies without saying so.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from typing import Any
 
-from cluster.jobs import job_client
+from cluster.jobs import JobRunner, is_unknown_job
 from cluster.schemas import Resources, Task
 
-logger = logging.getLogger("modelyard.batch")
-
 KIND = "batch_prediction"
+UNREACHABLE = "UNREACHABLE"
 SUBMIT_TRIES = 240  # ~2 minutes of operator ticks while the job agent starts
 
 
@@ -48,29 +46,11 @@ def job_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
-class BatchRunner:
-    def __init__(self, registry: Any, dashboard_url: str | None) -> None:
-        self._registry = registry
-        self._dashboard_url = dashboard_url
-        self._client = None
+class BatchRunner(JobRunner):
+    kind = KIND
 
-    def jobs(self):
-        if self._client is None:
-            self._client = job_client(self._dashboard_url)
-        return self._client
-
-    def tick(self, tasks: list[Task]) -> None:
-        for task in tasks:
-            if task.kind != KIND:
-                continue
-            try:
-                if task.status == "pending":
-                    self._submit(task)
-                else:
-                    self._poll(task)
-            except Exception as exc:  # one bad task must not stop the others
-                logger.exception("batch-prediction task %s", task.id)
-                self._update(task.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+    def _failed(self, task: Task, error: str) -> None:
+        self._update(task.id, status="failed", error=error)
 
     def _update(self, task_id: str, **fields: Any) -> None:
         import ray
@@ -78,11 +58,12 @@ class BatchRunner:
         ray.get(self._registry.update_task.remote(task_id, **fields))
 
     def _job_status(self, job_id: str) -> str | None:
-        """SUCCEEDED, FAILED, ... or None when the cluster does not know the job."""
+        """SUCCEEDED, FAILED, ... or None when the cluster does not know the job;
+        ``UNREACHABLE`` when the Jobs API did not answer (try again next tick)."""
         try:
             return str(self.jobs().get_job_status(job_id)).rsplit(".", 1)[-1]
-        except Exception:  # RuntimeError for an unknown job
-            return None
+        except Exception as exc:
+            return None if is_unknown_job(exc) else UNREACHABLE
 
     def _submit(self, task: Task) -> None:
         import ray
@@ -97,7 +78,10 @@ class BatchRunner:
             return
         job_id = task.id
         # Submitted before a restart of the operator that lost the "processing" update.
-        if self._job_status(job_id) is None:
+        known = self._job_status(job_id)
+        if known == UNREACHABLE:
+            return
+        if known is None:
             try:
                 self.jobs().submit_job(
                     entrypoint=f"{sys.executable} -m cluster.batch_job --task-id {task.id}",
@@ -117,6 +101,8 @@ class BatchRunner:
         # operator could record it.
         job_id = task.detail.get("job_id") or task.id
         status = self._job_status(job_id)
+        if status == UNREACHABLE:
+            return
         if status is None:
             self._update(
                 task.id,

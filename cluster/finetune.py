@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from cluster.finetune_tasks import scratch_runs
-from cluster.jobs import job_client
+from cluster.jobs import JobRunner, is_unknown_job
 from cluster.schemas import FineTuneCreate, RolloutOptions, Task, VersionCreate
 from cluster.settings import REGISTRY_ACTOR
 
@@ -41,30 +41,15 @@ JOB_GONE = (
 )
 
 
-class FineTuneRunner:
+class FineTuneRunner(JobRunner):
+    kind = "fine_tuning"
+
     def __init__(self, registry: Any, storage_root: str, dashboard_url: str | None) -> None:
-        self._registry = registry
+        super().__init__(registry, dashboard_url)
         self._root = Path(storage_root)
-        self._dashboard_url = dashboard_url
-        self._client = None
 
-    def jobs(self):
-        if self._client is None:
-            self._client = job_client(self._dashboard_url)
-        return self._client
-
-    def tick(self, tasks: list[Task]) -> None:
-        for task in tasks:
-            if task.kind != "fine_tuning":
-                continue
-            try:
-                if task.status == "pending":
-                    self._submit(task)
-                else:
-                    self._poll(task)
-            except Exception as exc:  # one bad task must not stop the others
-                logger.exception("fine-tuning task %s", task.id)
-                self._update(task, status="failed", error=f"{type(exc).__name__}: {exc}")
+    def _failed(self, task: Task, error: str) -> None:
+        self._update(task, status="failed", error=error)
 
     def _update(self, task: Task, **fields: Any) -> Task:
         """Update the run of ``task`` this tick looked at; returns the task as it is now."""
@@ -156,7 +141,7 @@ class FineTuneRunner:
         try:
             status = str(self.jobs().get_job_status(job_id)).rsplit(".", 1)[-1]
         except Exception as exc:
-            if _is_unknown_job(exc):  # this cluster never ran it: a whole-cluster restart
+            if is_unknown_job(exc):  # this cluster never ran it: a whole-cluster restart
                 self._update(task, status="failed", error=JOB_GONE)
             else:  # the dashboard is busy or still starting
                 self._count_error(task, "poll", exc)
@@ -241,7 +226,7 @@ class FineTuneRunner:
                 self.jobs().stop_job(job_id)
                 _wait_job_stopped(self.jobs(), job_id, timeout_s=25)
             except RuntimeError as exc:
-                if not _is_unknown_job(exc):  # unknown: it went with an earlier cluster
+                if not is_unknown_job(exc):  # unknown: it went with an earlier cluster
                     raise
         return ray.get(
             self._registry.force_task.remote(
@@ -264,11 +249,6 @@ def _refusal(req: FineTuneCreate) -> str | None:
             f"GPU={total:g} in total"
         )
     return None
-
-
-def _is_unknown_job(exc: Exception) -> bool:
-    """The Job SDK's answer for an id this cluster has no record of."""
-    return isinstance(exc, RuntimeError) and "status code 404" in str(exc)
 
 
 def _job_env() -> dict[str, str]:

@@ -1,8 +1,14 @@
-"""The Ray Jobs client the operator's runners (fine-tuning, batch predictions) submit with."""
+"""What the operator's Ray Job runners (fine-tuning, batch predictions) share: the Jobs client,
+the tick over their tasks, and how to tell a job this cluster never ran from a busy API."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from cluster.schemas import Task
+
+logger = logging.getLogger("modelyard.jobs")
 
 
 def job_client(dashboard_url: str | None) -> Any:
@@ -11,3 +17,48 @@ def job_client(dashboard_url: str | None) -> Any:
 
     url = dashboard_url or "http://127.0.0.1:8265"
     return JobSubmissionClient(url if "://" in url else f"http://{url}")
+
+
+def is_unknown_job(exc: Exception) -> bool:
+    """The Job SDK's answer for an id this cluster has no record of (a whole-cluster restart);
+    anything else is the API being busy or still starting."""
+    return isinstance(exc, RuntimeError) and "status code 404" in str(exc)
+
+
+class JobRunner:
+    """Drives the tasks of one ``kind`` as Ray Jobs: ``tick`` submits pending ones and polls
+    the rest; one task's error fails that task only."""
+
+    kind = ""
+
+    def __init__(self, registry: Any, dashboard_url: str | None) -> None:
+        self._registry = registry
+        self._dashboard_url = dashboard_url
+        self._client = None
+
+    def jobs(self) -> Any:
+        if self._client is None:
+            self._client = job_client(self._dashboard_url)
+        return self._client
+
+    def tick(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if task.kind != self.kind:
+                continue
+            try:
+                if task.status == "pending":
+                    self._submit(task)
+                else:
+                    self._poll(task)
+            except Exception as exc:  # one bad task must not stop the others
+                logger.exception("%s task %s", self.kind, task.id)
+                self._failed(task, f"{type(exc).__name__}: {exc}")
+
+    def _submit(self, task: Task) -> None:
+        raise NotImplementedError
+
+    def _poll(self, task: Task) -> None:
+        raise NotImplementedError
+
+    def _failed(self, task: Task, error: str) -> None:
+        raise NotImplementedError

@@ -375,7 +375,7 @@ class FakeJobs:
 
     def get_job_status(self, job_id: str) -> str:
         if self.status is None:
-            raise RuntimeError(f"Job {job_id} does not exist")
+            raise RuntimeError(f"Request failed with status code 404: Job {job_id} does not exist.")
         return f"JobStatus.{self.status}"
 
     def submit_job(self, **kwargs) -> str:
@@ -430,6 +430,23 @@ def test_runner_does_not_submit_twice_after_an_operator_restart(reg, runner):
     jobs = FakeJobs(status="RUNNING")  # submitted before the operator lost its update
     runner(jobs).tick([task])
     assert jobs.submitted == [] and reg.get_task(task.id).status == "processing"
+
+
+class BusyJobs(FakeJobs):
+    """A Jobs API that answers 503 (busy, or still starting) for every status."""
+
+    def get_job_status(self, job_id: str) -> str:
+        raise RuntimeError("Request failed with status code 503: busy.")
+
+
+def test_a_busy_jobs_api_neither_fails_nor_submits(reg, runner):
+    task = reg.create_batch_task("emb", req())
+    busy = BusyJobs()
+    runner(busy).tick([task])
+    assert busy.submitted == [] and reg.get_task(task.id).status == "pending"
+    reg.report_batch_progress(task.id, {"rows_done": 3})
+    runner(busy).tick([reg.get_task(task.id)])
+    assert reg.get_task(task.id).status == "processing"
 
 
 def test_runner_fails_a_task_whose_job_is_gone_or_failed(reg, runner):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import requests
 
-from cluster.finetune import FineTuneRunner, _is_unknown_job
+from cluster.finetune import FineTuneRunner
+from cluster.jobs import is_unknown_job
 from cluster.schemas import Task
 
 
 def test_only_a_404_means_the_job_is_gone():
     gone = RuntimeError("Request failed with status code 404: Job x-run1 does not exist.")
-    assert _is_unknown_job(gone)
+    assert is_unknown_job(gone)
     busy = RuntimeError("Request failed with status code 500: try again later.")
-    assert not _is_unknown_job(busy)
-    assert not _is_unknown_job(requests.exceptions.ConnectionError("refused"))
+    assert not is_unknown_job(busy)
+    assert not is_unknown_job(requests.exceptions.ConnectionError("refused"))
 
 
 def test_a_restart_resumes_from_the_last_checkpoint_the_job_reported(tmp_path):
