@@ -26,6 +26,9 @@ REPORT_EVERY_S = 1.0
 # Rows handed to a model copy at once, in model calls (batch_size): each window is sorted by
 # line length so that a call's rows are of a similar size (less padding).
 SORT_WINDOW = 16
+# Output blocks of about this size (an embedding row is ~8 KB of JSON: ~1000 rows), so
+# progress and the first output come every few seconds, not once per input block.
+OUTPUT_BLOCK_BYTES = 8 << 20
 
 
 class Canceled(Exception):
@@ -98,6 +101,7 @@ def build_dataset(req: BatchPredictCreate, spec: dict[str, Any], resources: dict
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
+    ctx.target_max_block_size = OUTPUT_BLOCK_BYTES
     read_args: dict[str, Any] = {}
     if batch_io.is_local(req.input_uri):
         # A local file lives on this (the head) node: read it here.

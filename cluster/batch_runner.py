@@ -48,6 +48,9 @@ def job_env() -> dict[str, str]:
 
 class BatchRunner(JobRunner):
     kind = KIND
+    # The job itself reports progress and marks the task done; the poll only catches a job
+    # that died without saying so, which can wait a few seconds.
+    poll_every_s = 5.0
 
     def _failed(self, task: Task, error: str) -> None:
         self._update(task.id, status="failed", error=error)

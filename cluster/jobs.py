@@ -4,6 +4,8 @@ the tick over their tasks, and how to tell a job this cluster never ran from a b
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from cluster.schemas import Task
@@ -27,14 +29,26 @@ def is_unknown_job(exc: Exception) -> bool:
 
 class JobRunner:
     """Drives the tasks of one ``kind`` as Ray Jobs: ``tick`` submits pending ones and polls
-    the rest; one task's error fails that task only."""
+    the rest; one task's error fails that task only.
+
+    A running task's job is polled at most every ``poll_every_s`` (0: every tick), so a
+    long job does not cost a Jobs API call per tick.
+    """
 
     kind = ""
+    poll_every_s = 0.0
 
-    def __init__(self, registry: Any, dashboard_url: str | None) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        dashboard_url: str | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
         self._dashboard_url = dashboard_url
         self._client = None
+        self._clock = clock
+        self._polled: dict[str, float] = {}  # task id -> when its job was last polled
 
     def jobs(self) -> Any:
         if self._client is None:
@@ -42,13 +56,15 @@ class JobRunner:
         return self._client
 
     def tick(self, tasks: list[Task]) -> None:
-        for task in tasks:
-            if task.kind != self.kind:
-                continue
+        now = self._clock()
+        mine = [t for t in tasks if t.kind == self.kind]
+        self._polled = {t.id: self._polled[t.id] for t in mine if t.id in self._polled}
+        for task in mine:
             try:
                 if task.status == "pending":
                     self._submit(task)
-                else:
+                elif now - self._polled.get(task.id, -float("inf")) >= self.poll_every_s:
+                    self._polled[task.id] = now
                     self._poll(task)
             except Exception as exc:  # one bad task must not stop the others
                 logger.exception("%s task %s", self.kind, task.id)

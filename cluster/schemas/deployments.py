@@ -53,6 +53,14 @@ class DeploymentConfig(Schema):
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     batch_wait_timeout_ms: float = Field(default=5, ge=0, le=60_000)
     request_timeout_s: float = Field(default=60, gt=0, le=3600)
+    omp_wait_policy: Literal["passive", "active", "default"] = Field(
+        default="passive",
+        description=(
+            "How a replica's CPU model threads (OpenMP) wait between parallel steps: "
+            "passive sleeps, leaving the cores to the HTTP proxy and the ingress on the same "
+            "node; active spins (dedicated cores, lowest latency); default is OpenMP's own."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploymentConfig:

@@ -425,6 +425,22 @@ def test_runner_submits_once_then_follows_the_job(reg, runner):
     assert reg.get_task(task.id).status == "done"
 
 
+def test_runner_polls_a_running_job_every_few_seconds_not_every_tick(reg, runner):
+    jobs = FakeJobs(status="RUNNING")
+    polls = []
+    jobs.get_job_status = lambda job_id: polls.append(job_id) or "RUNNING"
+    now = [100.0]
+    one = runner(jobs)
+    one._clock = lambda: now[0]
+    task = reg.create_batch_task("emb", req())
+    reg.report_batch_progress(task.id, {"rows_done": 3})
+    for step in (0.0, 0.5, 4.0, 0.6, 0.5):  # at 100, 100.5, 104.5, 105.1, 105.6
+        now[0] += step
+        one.tick([reg.get_task(task.id)])
+    assert len(polls) == 2  # at 100 and at 105.1
+    assert one.poll_every_s == 5.0
+
+
 def test_runner_does_not_submit_twice_after_an_operator_restart(reg, runner):
     task = reg.create_batch_task("emb", req())
     jobs = FakeJobs(status="RUNNING")  # submitted before the operator lost its update

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from ray.serve._private.common import ReplicaState
 from ray.serve.schema import ApplicationStatus
 
@@ -196,3 +197,19 @@ def test_server_user_config_and_ray_options():
         "num_cpus": 1,
         "memory": 2**30,
     }
+
+
+def test_replica_options_carry_the_openmp_wait_policy():
+    from cluster.serving import replica_actor_options
+
+    passive = replica_actor_options(DeploymentConfig(resources=Resources(num_cpus=2)))
+    assert passive == {
+        "num_gpus": 0,
+        "num_cpus": 2,
+        "runtime_env": {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}},
+    }
+    active = replica_actor_options(DeploymentConfig(omp_wait_policy="active"))
+    assert active["runtime_env"] == {"env_vars": {"OMP_WAIT_POLICY": "ACTIVE"}}
+    assert "runtime_env" not in replica_actor_options(DeploymentConfig(omp_wait_policy="default"))
+    with pytest.raises(ValueError, match="omp_wait_policy"):
+        DeploymentConfig(omp_wait_policy="spin")
