@@ -162,14 +162,16 @@ def plain_serve_app(
     max_ongoing_requests: int,
     max_batch_size: int,
     batch_wait_timeout_s: float,
+    env_vars: dict[str, str] | None = None,
 ):
     from ray import serve
     from starlette.requests import Request
 
-    @serve.deployment(
-        max_ongoing_requests=max_ongoing_requests,
-        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
-    )
+    actor_options: dict = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if env_vars:
+        actor_options["runtime_env"] = {"env_vars": env_vars}
+
+    @serve.deployment(max_ongoing_requests=max_ongoing_requests, ray_actor_options=actor_options)
     class PlainEmbedder:
         def __init__(self, path: str) -> None:
             from sentence_transformers import SentenceTransformer

@@ -258,6 +258,7 @@ def modelyard_config(a: argparse.Namespace) -> dict[str, Any]:
         "max_queued_requests": a.max_queued_requests,
         "max_batch_size": a.max_batch_size,
         "batch_wait_timeout_ms": a.batch_wait_ms,
+        "omp_wait_policy": a.omp_wait_policy,
     }
 
 
@@ -317,6 +318,7 @@ def deploy_plain_serve(ctx: Context, base: str) -> Target:
         a.max_ongoing_requests,
         a.serve_max_batch_size,
         a.serve_batch_wait_s,
+        {"OMP_WAIT_POLICY": a.serve_omp_wait_policy} if a.serve_omp_wait_policy else None,
     )
     serve._run(app, name=PLAIN_APP, route_prefix=PLAIN_PREFIX, _blocking=False)
     deadline = time.monotonic() + a.deploy_timeout
@@ -332,6 +334,7 @@ def deploy_plain_serve(ctx: Context, base: str) -> Target:
         f"@serve.batch(max_batch_size={a.serve_max_batch_size}, batch_wait_timeout_s="
         f"{a.serve_batch_wait_s:g}) with encode() inline, max_ongoing_requests="
         f"{a.max_ongoing_requests}"
+        + (f", OMP_WAIT_POLICY={a.serve_omp_wait_policy}" if a.serve_omp_wait_policy else "")
     )
     return Target(
         "serve",
@@ -473,6 +476,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max-batch-size", type=int, default=32, help="modelyard config.max_batch_size")
     add("--batch-wait-ms", type=float, default=5, help="modelyard config.batch_wait_timeout_ms")
     add("--max-ongoing-requests", type=int, default=64, help="modelyard and plain Serve")
+    add(
+        "--omp-wait-policy",
+        choices=("passive", "active", "default"),
+        default="passive",
+        help="modelyard config.omp_wait_policy",
+    )
+    add(
+        "--serve-omp-wait-policy",
+        default="",
+        help="OMP_WAIT_POLICY of the plain Serve replica (default: unset, as its users run it)",
+    )
     add("--max-queued-requests", type=int, default=256, help="modelyard")
     add("--serve-max-batch-size", type=int, default=32, help="plain Serve @serve.batch")
     add("--serve-batch-wait-s", type=float, default=0.01, help="plain Serve @serve.batch")
