@@ -13,6 +13,15 @@ from cluster.schemas import AsyncTask
 logger = logging.getLogger("modelyard.async")
 
 RETRYABLE = (errors.Overloaded, errors.NotReady, errors.UpstreamTimeout)
+# An idle worker looks for queued work every IDLE_FIRST_S, backing off to IDLE_MAX_S; the
+# enqueue route nudges it, so a new request is picked up at once and an idle cluster is quiet.
+IDLE_FIRST_S = 0.2
+IDLE_MAX_S = 2.0
+
+
+def next_idle_wait(claimed: bool, wait_s: float) -> float:
+    """How long to wait before the next claim: short while work flows, doubling when idle."""
+    return IDLE_FIRST_S if claimed else min(wait_s * 2, IDLE_MAX_S)
 
 
 class AsyncWorker:
@@ -26,14 +35,22 @@ class AsyncWorker:
         self._lease_s = lease_s
         self._control = ControlPlane(registry, None, Router(registry), Metrics())
         self._task: asyncio.Task | None = None
+        self._nudged: asyncio.Event | None = None
 
     async def ping(self) -> bool:
         if self._task is None:
+            self._nudged = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._loop())
         return True
 
+    async def nudge(self) -> None:
+        """Work was queued: claim now instead of at the end of the idle wait."""
+        await self.ping()
+        self._nudged.set()
+
     async def _loop(self) -> None:
         running: set[asyncio.Task] = set()
+        idle_s = IDLE_FIRST_S
         while True:
             try:
                 room = self._concurrency - len(running)
@@ -47,7 +64,16 @@ class AsyncWorker:
                 job = asyncio.create_task(self._run(task))
                 running.add(job)
                 job.add_done_callback(running.discard)
-            await asyncio.sleep(0.05 if claimed else 0.2)
+            if claimed:
+                idle_s = IDLE_FIRST_S
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await asyncio.wait_for(self._nudged.wait(), idle_s)
+                idle_s = IDLE_FIRST_S
+            except TimeoutError:
+                idle_s = next_idle_wait(False, idle_s)
+            self._nudged.clear()
 
     async def _run(self, task: AsyncTask) -> None:
         try:

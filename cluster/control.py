@@ -44,6 +44,7 @@ class ControlPlane:
         self.operator = operator
         self.router = router
         self.metrics = metrics
+        self._async_worker: Any = None
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One registry call; the registry's own errors come back as themselves."""
@@ -53,6 +54,20 @@ class ControlPlane:
             return await getattr(self.registry, method).remote(*args, **kwargs)
         except Exception as exc:
             raise unwrap(exc) from None
+
+    def nudge_async_worker(self) -> None:
+        """Tell the async worker that work was queued (best effort: an idle worker also
+        looks by itself every few seconds)."""
+        import ray
+
+        from cluster.settings import ASYNC_WORKER_ACTOR, NAMESPACE
+
+        try:
+            if self._async_worker is None:
+                self._async_worker = ray.get_actor(ASYNC_WORKER_ACTOR, namespace=NAMESPACE)
+            self._async_worker.nudge.remote()
+        except Exception:  # not started yet, or restarting: look it up again next time
+            self._async_worker = None
 
     async def operator_call(self, method: str, *args: Any) -> Any:
         from cluster.http import unwrap

@@ -39,6 +39,13 @@ class ServeGateway(Protocol):
     def delete(self, app_name: str) -> None: ...
 
 
+# An operator with nothing in flight ticks this often instead (every change kicks it anyway):
+# an idle cluster's control plane stays quiet, which matters on small nodes.
+SETTLED_TICK_S = 2.0
+# Tasks whose progress comes from their own Ray Job, not from the operator's reaction time.
+JOB_TASK_KINDS = ("batch_prediction", "fine_tuning")
+
+
 @dataclass
 class Plan:
     """What one reconcile tick decided: registry updates and Serve actions."""
@@ -49,6 +56,16 @@ class Plan:
     removed: list[str] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, DeploymentConfig] = field(default_factory=dict)
+
+
+def settled(deployments: list[DeploymentRecord], tasks: list[Task], p: Plan) -> bool:
+    """Nothing the operator must react to quickly: every deployment at rest, no deploy or
+    delete task open, no task waiting to start, and this tick changed nothing."""
+    return (
+        all(d.status in ("ACTIVE", "STOPPED", "FAILED") for d in deployments)
+        and all(t.kind in JOB_TASK_KINDS and t.status != "pending" for t in tasks if not t.final)
+        and not (p.deploy or p.delete or p.status or p.removed or p.tasks)
+    )
 
 
 def desired_status(record: DeploymentRecord, alloc: Allocation, app: AppState | None) -> dict:
@@ -182,6 +199,7 @@ class Operator:
         self._batch = batch
         self._gateway = gateway or RayServeGateway()
         self._tick_s = tick_s
+        self._settled = False  # nothing in flight: tick every SETTLED_TICK_S instead
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._stop = False
@@ -216,7 +234,8 @@ class Operator:
                 self.reconcile_once()
             except Exception:  # keep reconciling; the next tick re-reads everything
                 logger.exception("reconcile failed")
-            self._wake.wait(self._tick_s)
+                self._settled = False
+            self._wake.wait(max(self._tick_s, SETTLED_TICK_S) if self._settled else self._tick_s)
             self._wake.clear()
 
     def reconcile_once(self) -> Plan:
@@ -238,6 +257,7 @@ class Operator:
             if self._batch is not None:
                 self._batch.tick([t for t in tasks if t.kind == "batch_prediction"])
             rolling = [d for d in deployments if d.rollout is not None and d.status == "UPDATING"]
+            self._settled = settled(deployments, tasks, p) and not rolling
             if rolling:
                 view = ray.get(self._registry.ingress_view.remote())
                 for d in rolling:

@@ -86,4 +86,5 @@ async def predict(
 async def async_predict(name: str, req: PredictRequest, control: ControlDep) -> AsyncAccepted:
     """Queue a prediction; poll ``GET /v1/async-tasks/{task_id}`` for its result."""
     task = await control.call("enqueue_async", name, req)
+    control.nudge_async_worker()
     return AsyncAccepted(task_id=task.task_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.operator import plan
+from cluster.operator import Plan, plan, settled
 from cluster.schemas import Allocation, DeploymentRecord, Task
 from cluster.serving import AppState
 
@@ -166,3 +166,13 @@ def test_deploy_task_of_deleted_deployment_is_canceled():
     p = plan([d], [deploy_task(), deploy_task("gone")], {}, {})
     assert p.tasks["deploy-emb"]["status"] == "canceled"
     assert p.tasks["deploy-gone"]["status"] == "canceled"
+
+
+def test_settled_only_when_nothing_needs_a_quick_reaction():
+    at_rest = [record(status="ACTIVE"), record(name="old", status="STOPPED")]
+    batch = Task(id="b", kind="batch_prediction", status="processing", deployment_name="emb")
+    assert settled(at_rest, [batch], Plan())
+    assert not settled([record(status="DEPLOYING")], [], Plan())
+    assert not settled(at_rest, [deploy_task(status="processing")], Plan())
+    assert not settled(at_rest, [batch.model_copy(update={"status": "pending"})], Plan())
+    assert not settled(at_rest, [], Plan(status={"emb": {"status": "FAILED"}}))
