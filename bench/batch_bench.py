@@ -36,7 +36,6 @@ import json
 import os
 import random
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.childproc import run_json_child  # noqa: E402
 
 API_KEY = "bench-admin-key"
 DEPLOYMENT = "bench-batch-minilm"
@@ -108,18 +109,9 @@ def offline_in_child(args: argparse.Namespace) -> dict[str, Any]:
     flags = ["--rows", args.rows, "--num-cpus", args.num_cpus, "--seed", args.seed]
     flags += ["--probe-rows", args.probe_rows, "--offline-batch-sizes"]
     flags += [",".join(map(str, args.offline_batch_sizes))]
-    child = subprocess.run(
-        [sys.executable, __file__, "--offline-child", *map(str, flags)],
-        # What Ray gives an actor with num_cpus CPUs.
-        env={**os.environ, "OMP_NUM_THREADS": str(args.num_cpus)},
-        preexec_fn=lambda: os.nice(max(0, args.niceness - os.nice(0))),
-        capture_output=True,
-        text=True,
-        timeout=1800,
+    return run_json_child(
+        __file__, "--offline-child", flags, args.num_cpus, args.niceness, "offline encode"
     )
-    if child.returncode != 0:
-        raise RuntimeError(f"offline encode failed:\n{child.stderr[-3000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- the batch job

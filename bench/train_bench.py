@@ -34,7 +34,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.childproc import run_json_child  # noqa: E402
 
 SUBJECTS = ["the river", "a compiler", "my neighbour", "the market", "an old map", "the choir"]
 VERBS = ["explains", "hides", "measures", "rebuilds", "follows", "questions"]
@@ -160,19 +161,9 @@ def bench_plain_in_child(args: argparse.Namespace) -> list[float]:
     """``bench_plain`` in a fresh process at ``--niceness``."""
     flags = ["--steps", args.steps, "--warmup", args.warmup, "--batch-size", args.batch_size]
     flags += ["--pairs", args.pairs, "--num-cpus", args.num_cpus, "--seed", args.seed]
-    child = subprocess.run(
-        [sys.executable, __file__, "--plain-child", *map(str, flags)],
-        # What Ray gives a worker with num_cpus CPUs; without it OpenMP's start-up defaults
-        # make the plain loop several times slower on a busy machine.
-        env={**os.environ, "OMP_NUM_THREADS": str(args.num_cpus)},
-        preexec_fn=lambda: os.nice(max(0, args.niceness - os.nice(0))),
-        capture_output=True,
-        text=True,
-        timeout=1800,
+    return run_json_child(
+        __file__, "--plain-child", flags, args.num_cpus, args.niceness, "plain loop"
     )
-    if child.returncode != 0:
-        raise RuntimeError(f"plain loop failed:\n{child.stderr[-3000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def parse_args() -> argparse.Namespace:
