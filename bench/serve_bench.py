@@ -7,6 +7,10 @@ sentences (so nothing can be answered from a cache):
 - ``modelyard``: ``POST /v1/deployments/<name>/predict`` on a control plane started in this
   process (local Ray; Serve proxy -> ``Ingress`` replica -> ``ModelServer`` replica), the
   model registered and deployed through the HTTP API as a user would.
+  With ``--direct-ingress`` (modelyard's opt-in ``direct_ingress``), Ray is started with
+  Serve's direct ingress and modelyard's predictions go to the ingress replica's own port,
+  skipping the proxy; the plain Serve target is still reached through the proxy, as its
+  users reach it.
 - ``serve``: plain Ray Serve, a ``@serve.deployment`` taking a starlette ``Request`` with
   ``@serve.batch``, at ``/plain`` on the same Serve proxy (``bench/baselines.py``).
 - ``uvicorn``: bare uvicorn + FastAPI in a subprocess with an asyncio micro-batcher.
@@ -85,6 +89,7 @@ class Context:
     reference: list[float] | None = None
     results: dict[str, dict] = field(default_factory=dict)
     paired: list[float] = field(default_factory=list)  # modelyard / plain Serve per round
+    direct_url: str | None = None  # modelyard's direct-ingress URL (--direct-ingress)
     cleanups: list[Callable[[], Any]] = field(default_factory=list)
 
 
@@ -228,9 +233,11 @@ def start_ray_and_modelyard(ctx: Context) -> str:
     import ray
 
     from cluster.bootstrap import start_control_plane
-    from cluster.settings import NAMESPACE, Settings, key_digest
+    from cluster.settings import DIRECT_INGRESS_ENV, NAMESPACE, Settings, key_digest
 
     a = ctx.args
+    if a.direct_ingress:
+        os.environ.update(DIRECT_INGRESS_ENV)  # before Ray starts: its processes inherit it
     pythonpath = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
     ray.init(
         address="local",  # always a fresh local Ray, never one that happens to run here
@@ -244,9 +251,19 @@ def start_ray_and_modelyard(ctx: Context) -> str:
     )
     ctx.cleanups.append(ray.shutdown)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    settings = Settings(storage_root=ctx.tmp / "modelyard", port=free_port(), api_key=API_KEY)
+    settings = Settings(
+        storage_root=ctx.tmp / "modelyard",
+        port=free_port(),
+        api_key=API_KEY,
+        direct_ingress=a.direct_ingress,
+    )
     info = start_control_plane(settings, key_digest(API_KEY), deploy_default=False)
     wait_http_ok(f"{info.url}/healthz", 120)
+    if a.direct_ingress:
+        if info.direct_url is None:
+            raise RuntimeError("--direct-ingress: Serve reported no port for the ingress")
+        wait_http_ok(f"{info.direct_url}/healthz", 120)
+        ctx.direct_url = info.direct_url
     return info.url
 
 
@@ -282,9 +299,11 @@ def deploy_modelyard(ctx: Context, base: str) -> Target:
     if task["status"] != "done":
         raise RuntimeError(f"deploy task ended {task['status']}: {task.get('error')}")
     notes = ", ".join(f"{k}={v}" for k, v in config.items() if k not in ("resources",))
+    if ctx.direct_url:
+        notes += ", direct ingress"
     return Target(
         "modelyard",
-        f"{base}/v1/deployments/{DEPLOYMENT}/predict",
+        f"{ctx.direct_url or base}/v1/deployments/{DEPLOYMENT}/predict",
         lambda s: {"args": {"texts": [s]}},
         lambda r: r["result"]["embeddings"][0],
         headers=AUTH,
@@ -481,6 +500,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("passive", "active", "default"),
         default="passive",
         help="modelyard config.omp_wait_policy",
+    )
+    add(
+        "--direct-ingress",
+        action="store_true",
+        help="modelyard's direct_ingress: Serve's direct ingress, predictions to the ingress "
+        "replica's own port",
     )
     add(
         "--serve-omp-wait-policy",

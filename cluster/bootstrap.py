@@ -37,10 +37,15 @@ BUNDLED_DEPLOYMENT = "minilm"
 
 @dataclass
 class ControlPlaneInfo:
-    url: str
+    url: str  # through the Serve proxy
     registry: Any
     operator: Any
     default_task_id: str | None
+    direct_url: str | None = None  # the ingress replica's own port (direct ingress)
+
+    @property
+    def best_url(self) -> str:
+        return self.direct_url or self.url
 
 
 def start_control_plane(
@@ -70,7 +75,35 @@ def start_control_plane(
         task_id = _deploy_bundled(registry)
         operator.kick.remote()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return ControlPlaneInfo(f"http://{host}:{settings.port}", registry, operator, task_id)
+    direct_port = _direct_port() if settings.direct_ingress else None
+    if settings.direct_ingress and direct_port is None:
+        logger.warning(
+            "direct_ingress is set but this Ray cluster was not started with "
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS=1; serving through the proxy only"
+        )
+    return ControlPlaneInfo(
+        f"http://{host}:{settings.port}",
+        registry,
+        operator,
+        task_id,
+        direct_url=f"http://{host}:{direct_port}" if direct_port else None,
+    )
+
+
+def _direct_port(timeout_s: float = 5.0) -> int | None:
+    """The HTTP port of the control app's ingress replica when Serve runs direct ingress
+    (its target group; the app is running by now), else None."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for group in ray.get(controller.get_target_groups.remote(CONTROL_APP)):
+            if group.app_name == CONTROL_APP and "HTTP" in str(group.protocol) and group.targets:
+                return group.targets[0].port
+        time.sleep(0.5)
+    return None
 
 
 def _dashboard_url() -> str | None:

@@ -16,6 +16,13 @@ OPERATOR_ACTOR = "modelyard-operator"
 ASYNC_WORKER_ACTOR = "modelyard-async-worker"
 CONTROL_APP = "modelyard"
 KEY_FILE = "admin.key"
+# What a Ray started by modelyard needs in its environment for direct ingress. Nothing sits
+# in front of the replicas' own ports, so a stopping replica need not wait for a load
+# balancer to forget it (Serve's default for that is 30 s).
+DIRECT_INGRESS_ENV = {
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+}
 
 
 class Settings(BaseSettings):
@@ -40,6 +47,15 @@ class Settings(BaseSettings):
     )
     api_key: str | None = Field(
         default=None, description="Admin key; generated and saved under storage_root when unset."
+    )
+    direct_ingress: bool = Field(
+        default=False,
+        description=(
+            "Also serve HTTP straight from the ingress replica on a port of its own (Ray "
+            "Serve's direct ingress), skipping the proxy hop; the proxy keeps serving on "
+            "port. Applies when modelyard starts Ray; a joined cluster must have been "
+            "started with RAY_SERVE_ENABLE_DIRECT_INGRESS=1."
+        ),
     )
 
     @property

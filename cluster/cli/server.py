@@ -13,7 +13,13 @@ from typing import Annotated
 import typer
 
 from cluster.cli.common import app, console
-from cluster.settings import NAMESPACE, Settings, key_digest, load_or_create_key
+from cluster.settings import (
+    DIRECT_INGRESS_ENV,
+    NAMESPACE,
+    Settings,
+    key_digest,
+    load_or_create_key,
+)
 
 RayAddress = Annotated[
     str | None, typer.Option(help="Ray cluster to join (env MODELYARD_RAY_ADDRESS); empty: local.")
@@ -25,6 +31,14 @@ StorageRoot = Annotated[
 ]
 RegistryDb = Annotated[Path | None, typer.Option(help="SQLite file (env MODELYARD_REGISTRY_DB).")]
 ApiKey = Annotated[str | None, typer.Option(help="Admin key (env MODELYARD_API_KEY).")]
+DirectIngress = Annotated[
+    bool | None,
+    typer.Option(
+        "--direct-ingress/--no-direct-ingress",
+        help="Also serve from the ingress replica's own port, skipping the proxy hop "
+        "(env MODELYARD_DIRECT_INGRESS).",
+    ),
+]
 
 
 def _settings(**options: object) -> Settings:
@@ -37,12 +51,16 @@ def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
     one. Returns True when this call started Ray."""
     import ray
 
+    if settings.direct_ingress:
+        # Read by the Serve processes of a Ray this call starts (they inherit it).
+        os.environ.update(DIRECT_INGRESS_ENV)
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
         return False
     if start_local and not detach:
-        # Foreground: a private local Ray that lives and dies with this process.
-        ray.init(namespace=NAMESPACE, log_to_driver=False)
+        # Foreground: a private local Ray that lives and dies with this process (a new one
+        # even when another Ray runs on this machine).
+        ray.init(address="local", namespace=NAMESPACE, log_to_driver=False)
         return True
     try:
         ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
@@ -66,6 +84,7 @@ def up(
     storage_root: StorageRoot = None,
     registry_db: RegistryDb = None,
     api_key: ApiKey = None,
+    direct_ingress: DirectIngress = None,
     detach: Annotated[bool, typer.Option(help="Return once serving; leave Ray running.")] = False,
     wait_s: Annotated[float, typer.Option(help="How long to wait for the bundled model.")] = 600,
 ) -> None:
@@ -80,6 +99,7 @@ def up(
         storage_root=storage_root,
         registry_db=registry_db,
         api_key=api_key,
+        direct_ingress=direct_ingress,
     )
     key, created = load_or_create_key(settings)
     started = _connect(settings, start_local=True, detach=detach)
@@ -90,7 +110,9 @@ def up(
         if task.status != "done":
             console.print(f"[red]minilm is {task.status}: {task.error or task.detail}[/]")
             raise typer.Exit(1)
-    _print_banner(info.url, key, settings, created)
+    _print_banner(info.best_url, key, settings, created)
+    if info.direct_url:
+        console.print(f"direct ingress: the Serve proxy at {info.url} answers too")
     if detach:
         return
     console.print("serving in the foreground; Ctrl-C stops" + (" Ray too." if started else "."))

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.settings import Settings, key_digest, load_or_create_key
 
-VARS = ("RAY_ADDRESS", "HOST", "PORT", "STORAGE_ROOT", "REGISTRY_DB", "API_KEY")
+VARS = ("RAY_ADDRESS", "HOST", "PORT", "STORAGE_ROOT", "REGISTRY_DB", "API_KEY", "DIRECT_INGRESS")
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +23,7 @@ def test_defaults():
     assert (s.ray_address, s.host, s.port, s.api_key) == ("", "127.0.0.1", 8000, None)
     assert s.root == (Path.home() / ".modelyard").resolve()
     assert s.db_path == s.root / "registry.db"
+    assert s.direct_ingress is False
 
 
 def test_env_vars_are_read(monkeypatch, tmp_path):
@@ -31,7 +32,9 @@ def test_env_vars_are_read(monkeypatch, tmp_path):
     monkeypatch.setenv("MODELYARD_RAY_ADDRESS", "ray://head:10001")
     monkeypatch.setenv("MODELYARD_STORAGE_ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("MODELYARD_API_KEY", "from-env")
+    monkeypatch.setenv("MODELYARD_DIRECT_INGRESS", "true")
     s = Settings()
+    assert s.direct_ingress is True
     assert s.port == 9123
     assert s.host == "0.0.0.0"
     assert s.ray_address == "ray://head:10001"
