@@ -31,6 +31,12 @@ StorageRoot = Annotated[
 ]
 RegistryDb = Annotated[Path | None, typer.Option(help="SQLite file (env MODELYARD_REGISTRY_DB).")]
 ApiKey = Annotated[str | None, typer.Option(help="Admin key (env MODELYARD_API_KEY).")]
+AsyncResultTtl = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds async-prediction results are kept (env MODELYARD_ASYNC_RESULT_TTL_S)."
+    ),
+]
 DirectIngress = Annotated[
     bool | None,
     typer.Option(
@@ -85,6 +91,7 @@ def up(
     registry_db: RegistryDb = None,
     api_key: ApiKey = None,
     direct_ingress: DirectIngress = None,
+    async_result_ttl_s: AsyncResultTtl = None,
     detach: Annotated[bool, typer.Option(help="Return once serving; leave Ray running.")] = False,
     wait_s: Annotated[float, typer.Option(help="How long to wait for the bundled model.")] = 600,
 ) -> None:
@@ -100,6 +107,7 @@ def up(
         registry_db=registry_db,
         api_key=api_key,
         direct_ingress=direct_ingress,
+        async_result_ttl_s=async_result_ttl_s,
     )
     key, created = load_or_create_key(settings)
     started = _connect(settings, start_local=True, detach=detach)

@@ -356,3 +356,13 @@ def test_default_url_is_host_and_port(monkeypatch):
     assert common.default_url() == "http://127.0.0.1:9123"
     monkeypatch.setenv("MODELYARD_HOST", "head.internal")
     assert common.make_client(None, "k").url == "http://head.internal:9123"
+
+
+def test_every_setting_is_an_up_option():
+    import inspect
+
+    from cluster.cli import server
+    from cluster.settings import Settings
+
+    options = set(inspect.signature(server.up).parameters)
+    assert set(Settings.model_fields) <= options, set(Settings.model_fields) - options
