@@ -8,7 +8,6 @@ nothing when it raises.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,14 @@ from typing import Any
 from cluster import errors
 from cluster.async_queue import AsyncQueue
 from cluster.batch_tasks import BatchTasks
-from cluster.coalesce import ingress_limits
 from cluster.finetune_tasks import FineTuneTasks
-from cluster.metrics import merge
+from cluster.registry_rollouts import RolloutTasks
 from cluster.schemas import (
     FINAL_TASK_STATES,
     RUNNING_STATES,
     AsyncTask,
     AsyncTaskPublic,
     DeleteRequest,
-    DeploymentConfig,
     DeploymentEvent,
     DeploymentRecord,
     DeploymentStatus,
@@ -36,13 +33,9 @@ from cluster.schemas import (
     ModelVersion,
     Page,
     PredictRequest,
-    RolloutOptions,
-    RolloutState,
     Task,
     TaskKind,
-    TaskStatus,
     VersionCreate,
-    app_name,
     utcnow,
 )
 from cluster.store import Store
@@ -54,7 +47,7 @@ def deployment_name_for(model_id: str) -> str:
     return slug[:63].rstrip("-") or "model"
 
 
-class RegistryCore(FineTuneTasks, BatchTasks):
+class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
     def __init__(self, db_path: str | Path, result_ttl_s: float = 86400) -> None:
         self._store = Store(Path(db_path))
         self._async = AsyncQueue(self._store, result_ttl_s)
@@ -198,170 +191,6 @@ class RegistryCore(FineTuneTasks, BatchTasks):
         record = self.update_deployment(name, **fields)
         self.add_event(name, "updated", f"changed {sorted(req.model_dump(exclude_none=True))}")
         return record
-
-    # ------------------------------------------------------------ rollouts, stop, start
-
-    def add_event(self, name: str, type_: str, message: str, data: dict | None = None) -> None:
-        event = DeploymentEvent(deployment=name, type=type_, message=message, data=data or {})
-        self._events.setdefault(name, []).append(event)
-        self._store.put("events", uuid.uuid4().hex, event)
-
-    def list_events(self, name: str) -> list[DeploymentEvent]:
-        if name not in self._deployments and name not in self._events:
-            raise errors.NotFound(f"deployment '{name}' does not exist")
-        return list(self._events.get(name, []))
-
-    def start_rollout(
-        self,
-        name: str,
-        version: int,
-        options: RolloutOptions,
-        config: DeploymentConfig | None = None,
-        refusal: str | None = None,
-    ) -> Task:
-        """Begin a swap to ``version`` (and/or ``config``); ``refusal`` records a refused one."""
-        record = self.get_deployment(name)
-        target = self.get_version(record.model_id, version)
-        if record.status != "ACTIVE" or record.rollout is not None:
-            raise errors.Conflict(
-                f"deployment '{name}' is {record.status}"
-                + (" and already swapping versions" if record.rollout else "")
-                + "; only an ACTIVE deployment without a swap in progress can swap"
-            )
-        config = config or record.config
-        if version == record.model_version and config == record.config:
-            raise errors.Conflict(f"deployment '{name}' already serves v{version}")
-        links = {"model_id": record.model_id, "deployment_name": name}
-        detail = {
-            "from_version": record.model_version,
-            "to_version": version,
-            "strategy": options.strategy,
-        }
-        if refusal:
-            task = self._new_task(TaskKind.ROLLOUT, **links, detail=detail)
-            self.add_event(name, "rollout_refused", refusal, {"to_version": version})
-            return self.update_task(task.id, status=TaskStatus.REFUSED, error=refusal)
-        task = self._new_task(TaskKind.ROLLOUT, **links, detail=detail)
-        green = (
-            record.serve_app if options.strategy == "in_place" else self._green_app(record, version)
-        )
-        rollout = RolloutState(
-            task_id=task.id,
-            from_version=record.model_version,
-            to_version=target.version,
-            blue_app=record.serve_app,
-            green_app=green,
-            config=config,
-            options=options,
-        )
-        self.update_deployment(
-            name, rollout=rollout, pending_model_version=version, status=DeploymentStatus.UPDATING
-        )
-        self.add_event(
-            name,
-            "rollout_started",
-            f"v{record.model_version} -> v{version} ({options.strategy})",
-            detail,
-        )
-        return task
-
-    def _green_app(self, record: DeploymentRecord, version: int) -> str:
-        seq = 0
-        while app_name(record.name, version, seq) == record.serve_app:
-            seq += 1
-        return app_name(record.name, version, seq)
-
-    def apply_rollout(
-        self, name: str, task_id: str, fields: dict, task: dict | None, events: list
-    ) -> None:
-        """The operator's step of one rollout, applied only if it is still that rollout."""
-        record = self._deployments.get(name)
-        if record is None or record.rollout is None or record.rollout.task_id != task_id:
-            return
-        if "rollout" in fields and fields["rollout"] is None and record.status == "UPDATING":
-            fields = {**fields, "status": DeploymentStatus.ACTIVE}
-        self.update_deployment(name, **fields)
-        if task:
-            self.update_task(task_id, **task)
-        for type_, message, data in events:
-            self.add_event(name, type_, message, data)
-
-    def abort_rollout(self, name: str) -> Task:
-        """Mid-swap rollback: all traffic back to blue at once; green drains, then goes."""
-        record = self.get_deployment(name)
-        r = record.rollout
-        if r is None:
-            raise errors.Conflict(f"deployment '{name}' has no swap in progress")
-        if r.phase not in ("starting", "shifting") or r.options.strategy == "in_place":
-            raise errors.Conflict(
-                f"the swap of '{name}' is {r.phase}; roll back once it has finished"
-            )
-        from cluster.rollout import abort
-
-        out = abort(r, "rolled back by request", "canceled", utcnow())
-        self.apply_rollout(name, r.task_id, out.record, out.task, out.events)
-        return self.get_task(r.task_id)
-
-    def stop_deployment(self, name: str) -> DeploymentRecord:
-        record = self.get_deployment(name)
-        if record.rollout is not None or record.status in ("DELETING", "STOPPED"):
-            raise errors.Conflict(f"deployment '{name}' is {record.status}; it cannot stop now")
-        self.add_event(name, "stopped", "every replica released")
-        return self.update_deployment(name, status=DeploymentStatus.STOPPED, traffic={})
-
-    def start_deployment(self, name: str) -> DeploymentRecord:
-        record = self.get_deployment(name)
-        if record.status not in ("STOPPED", "FAILED"):
-            raise errors.Conflict(f"deployment '{name}' is {record.status}, not STOPPED")
-        self.add_event(name, "started", "replicas requested again")
-        return self.update_deployment(name, status=DeploymentStatus.PENDING, error=None)
-
-    def remove_deployment(self, name: str) -> None:
-        if self._deployments.pop(name, None) is not None:
-            self._store.delete("deployments", name)
-            self._generation += 1
-
-    def routing_snapshot(self, known: str | None = None) -> tuple[str, dict[str, dict] | None]:
-        """What the ingress needs to route predictions; ``None`` when ``known`` is current."""
-        generation = f"{self._boot}:{self._generation}"
-        if generation == known:
-            return generation, None
-        table = {}
-        for d in self._deployments.values():
-            kind = self._models[d.model_id].kind if d.model_id in self._models else None
-            table[d.name] = {
-                "status": d.status,
-                "kind": kind,
-                "model_version": d.model_version,
-                "request_timeout_s": d.config.request_timeout_s,
-                "limits": ingress_limits(d.config),
-                "variants": d.variants(),
-            }
-        return generation, table
-
-    @property
-    def generation(self) -> int:
-        return self._generation
-
-    def report_ingress(self, ingress_id: str, generation: str | None, apps: dict) -> None:
-        """An ingress replica's routing generation and cumulative per-app counters."""
-        self._ingress[ingress_id] = (time.monotonic(), generation, apps)
-
-    def ingress_view(self, max_age_s: float = 5.0) -> dict[str, Any]:
-        """Live ingress reports merged: per-app counters, and whether every live ingress
-        routes with the current generation (so a traffic change has taken effect)."""
-        now = time.monotonic()
-        live = [r for r in self._ingress.values() if now - r[0] <= max_age_s]
-        current = f"{self._boot}:{self._generation}"
-        per_app: dict[str, list[dict]] = {}
-        for _, _, apps in live:
-            for app, snap in apps.items():
-                per_app.setdefault(app, []).append(snap)
-        return {
-            "generation": self._generation,
-            "caught_up": all(r[1] == current for r in live),
-            "apps": {app: merge(snaps) for app, snaps in per_app.items()},
-        }
 
     # ------------------------------------------------------------ tasks
 
