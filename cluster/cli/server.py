@@ -121,6 +121,11 @@ def up(
     _print_banner(info.best_url, key, settings, created)
     if info.direct_url:
         console.print(f"direct ingress: the Serve proxy at {info.url} answers too")
+    elif settings.direct_ingress:
+        console.print(
+            "[yellow]direct ingress is not on in this Ray cluster (start its Ray with "
+            "RAY_SERVE_ENABLE_DIRECT_INGRESS=1); serving through the Serve proxy only[/]"
+        )
     if detach:
         return
     console.print("serving in the foreground; Ctrl-C stops" + (" Ray too." if started else "."))
