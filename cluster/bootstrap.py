@@ -75,8 +75,8 @@ def start_control_plane(
         task_id = _deploy_bundled(registry)
         operator.kick.remote()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    direct_port = _direct_port() if settings.direct_ingress else None
-    if settings.direct_ingress and direct_port is None:
+    direct = _direct_target() if settings.direct_ingress else None
+    if settings.direct_ingress and direct is None:
         logger.warning(
             "direct_ingress is set but this Ray cluster was not started with "
             "RAY_SERVE_ENABLE_DIRECT_INGRESS=1; serving through the proxy only"
@@ -86,13 +86,19 @@ def start_control_plane(
         registry,
         operator,
         task_id,
-        direct_url=f"http://{host}:{direct_port}" if direct_port else None,
+        direct_url=direct_url(settings.host, *direct) if direct else None,
     )
 
 
-def _direct_port(timeout_s: float = 5.0) -> int | None:
-    """The HTTP port of the control app's ingress replica when Serve runs direct ingress
-    (its target group; the app is running by now), else None."""
+def direct_url(host: str, target_ip: str, port: int) -> str:
+    """Where the ingress replica's own server answers: on its node's address when it binds
+    every interface (it may run on any node), else on the configured host."""
+    return f"http://{target_ip if host in ('0.0.0.0', '::') else host}:{port}"
+
+
+def _direct_target(timeout_s: float = 5.0) -> tuple[str, int] | None:
+    """``(node ip, port)`` of the control app's ingress replica when Serve runs direct
+    ingress (its target group; the app is running by now), else None."""
     import ray
     from ray.serve.context import _get_global_client
 
@@ -101,7 +107,7 @@ def _direct_port(timeout_s: float = 5.0) -> int | None:
     while time.monotonic() < deadline:
         for group in ray.get(controller.get_target_groups.remote(CONTROL_APP)):
             if group.app_name == CONTROL_APP and "HTTP" in str(group.protocol) and group.targets:
-                return group.targets[0].port
+                return group.targets[0].ip, group.targets[0].port
         time.sleep(0.5)
     return None
 

@@ -85,3 +85,10 @@ def test_key_digest():
     assert key_digest("k") != key_digest("k2")
     # sha256 hex of the key: the digest, never the key, is what the ingress keeps.
     assert key_digest("k") == "8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a"
+
+
+def test_direct_url_is_the_replicas_node_when_binding_every_interface():
+    from cluster.bootstrap import direct_url
+
+    assert direct_url("0.0.0.0", "10.0.0.7", 30000) == "http://10.0.0.7:30000"
+    assert direct_url("127.0.0.1", "10.0.0.7", 30000) == "http://127.0.0.1:30000"
