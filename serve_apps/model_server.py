@@ -73,7 +73,16 @@ class ModelServer:
             "node_id": ray.get_runtime_context().get_node_id(),
         }
 
-    async def __call__(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def __call__(self, args: dict[str, Any]) -> Any:
+        from starlette.requests import Request
+
+        if isinstance(args, Request):
+            # With Serve's direct ingress a replica also listens for HTTP on a port of its
+            # own; predictions come through the modelyard ingress (auth, routing, limits).
+            from starlette.responses import JSONResponse
+
+            message = "model replicas take no HTTP requests; use the modelyard URL"
+            return JSONResponse({"error": {"type": "not_found", "message": message}}, 404)
         try:
             item = self.predictor.decode(args)
         except (ValueError, TypeError, KeyError) as exc:

@@ -152,3 +152,17 @@ def test_torch_decode_requires_inputs(tiny_weights):
 def test_torch_missing_weights(tmp_path):
     with pytest.raises(FileNotFoundError):
         kinds.load(torch_spec(tmp_path / "missing.pt"), "cpu")
+
+
+def test_a_model_replica_refuses_direct_http_requests():
+    import asyncio
+
+    from starlette.requests import Request
+
+    from serve_apps.model_server import ModelServer
+
+    server = ModelServer.func_or_class.__new__(ModelServer.func_or_class)  # no model needed
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": []})
+    response = asyncio.run(server(request))
+    assert response.status_code == 404
+    assert b"use the modelyard URL" in response.body
