@@ -19,9 +19,10 @@ IDLE_FIRST_S = 0.2
 IDLE_MAX_S = 2.0
 
 
-def next_idle_wait(claimed: bool, wait_s: float) -> float:
-    """How long to wait before the next claim: short while work flows, doubling when idle."""
-    return IDLE_FIRST_S if claimed else min(wait_s * 2, IDLE_MAX_S)
+def next_idle_wait(busy: bool, wait_s: float) -> float:
+    """How long to wait before the next claim: short after work (a claim or a nudge),
+    doubling while idle."""
+    return IDLE_FIRST_S if busy else min(wait_s * 2, IDLE_MAX_S)
 
 
 class AsyncWorker:
@@ -65,15 +66,16 @@ class AsyncWorker:
                 running.add(job)
                 job.add_done_callback(running.discard)
             if claimed:
-                idle_s = IDLE_FIRST_S
+                idle_s = next_idle_wait(True, idle_s)
                 await asyncio.sleep(0.05)
                 continue
             try:
                 await asyncio.wait_for(self._nudged.wait(), idle_s)
-                idle_s = IDLE_FIRST_S
+                woken = True
             except TimeoutError:
-                idle_s = next_idle_wait(False, idle_s)
+                woken = False
             self._nudged.clear()
+            idle_s = next_idle_wait(woken, idle_s)
 
     async def _run(self, task: AsyncTask) -> None:
         try:

@@ -74,7 +74,6 @@ def start_control_plane(
     if deploy_default and not ray.get(registry.list_deployments.remote()):
         task_id = _deploy_bundled(registry)
         operator.kick.remote()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     direct = _direct_target() if settings.direct_ingress else None
     if settings.direct_ingress and direct is None:
         logger.warning(
@@ -82,18 +81,18 @@ def start_control_plane(
             "RAY_SERVE_ENABLE_DIRECT_INGRESS=1; serving through the proxy only"
         )
     return ControlPlaneInfo(
-        f"http://{host}:{settings.port}",
+        f"http://{settings.local_host}:{settings.port}",
         registry,
         operator,
         task_id,
-        direct_url=direct_url(settings.host, *direct) if direct else None,
+        direct_url=direct_url(settings, *direct) if direct else None,
     )
 
 
-def direct_url(host: str, target_ip: str, port: int) -> str:
+def direct_url(settings: Settings, target_ip: str, port: int) -> str:
     """Where the ingress replica's own server answers: on its node's address when it binds
     every interface (it may run on any node), else on the configured host."""
-    return f"http://{target_ip if host in ('0.0.0.0', '::') else host}:{port}"
+    return f"http://{target_ip if settings.binds_every_interface else settings.host}:{port}"
 
 
 def _direct_target(timeout_s: float = 5.0) -> tuple[str, int] | None:

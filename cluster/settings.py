@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     )
 
     @property
+    def binds_every_interface(self) -> bool:
+        return self.host in ("0.0.0.0", "::")
+
+    @property
+    def local_host(self) -> str:
+        """The host a client on this node connects to: localhost for a wildcard bind."""
+        return "127.0.0.1" if self.binds_every_interface else self.host
+
+    @property
     def root(self) -> Path:
         return self.storage_root.expanduser().resolve()
 

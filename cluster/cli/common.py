@@ -58,8 +58,7 @@ def default_url() -> str:
     from cluster.settings import Settings
 
     settings = Settings()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return f"http://{host}:{settings.port}"
+    return f"http://{settings.local_host}:{settings.port}"
 
 
 def make_client(url: str | None, api_key: str | None) -> Client:

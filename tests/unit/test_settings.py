@@ -90,5 +90,6 @@ def test_key_digest():
 def test_direct_url_is_the_replicas_node_when_binding_every_interface():
     from cluster.bootstrap import direct_url
 
-    assert direct_url("0.0.0.0", "10.0.0.7", 30000) == "http://10.0.0.7:30000"
-    assert direct_url("127.0.0.1", "10.0.0.7", 30000) == "http://127.0.0.1:30000"
+    wildcard, local = Settings(host="0.0.0.0"), Settings(host="127.0.0.1")
+    assert direct_url(wildcard, "10.0.0.7", 30000) == "http://10.0.0.7:30000"
+    assert direct_url(local, "10.0.0.7", 30000) == "http://127.0.0.1:30000"
