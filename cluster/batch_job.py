@@ -29,6 +29,10 @@ SORT_WINDOW = 16
 # Output blocks of about this size (an embedding row is ~8 KB of JSON: ~1000 rows), so
 # progress and the first output come every few seconds, not once per input block.
 OUTPUT_BLOCK_BYTES = 8 << 20
+# The steady rate is fitted to the output between these fractions of the rows, over at least
+# MIN_FIT_POINTS outputs that span MIN_FIT_S seconds (see Reporter.steady_rate).
+STEADY_FROM, STEADY_TO = 0.1, 0.9
+MIN_FIT_POINTS, MIN_FIT_S = 3, 1.0
 
 
 class Canceled(Exception):
@@ -52,6 +56,7 @@ class Reporter:
         self.total, self.done, self.errors = total, 0, 0
         self._start = self._last = clock()
         self._first: tuple[float, int] | None = None  # (when, rows) of the first output
+        self._points: list[tuple[float, int]] = []  # (when, rows done) at each output
 
     def add(self, rows: int, errors: int = 0) -> None:
         now = self._clock()
@@ -59,14 +64,29 @@ class Reporter:
             self._first = (now, rows)
         self.done += rows
         self.errors += errors
+        self._points.append((now, self.done))
         if now - self._last >= self._every_s:
             self.report()
 
+    def steady_rate(self) -> float | None:
+        """Rows/s: the slope of rows done over time, fitted to the outputs from 10% to 90%
+        of the rows (to those so far while the job runs; all of them in a small job).
+
+        Start-up is left out, and the fit is steady where the output is not: it comes in
+        order, so with several model copies a copy's finished rows wait for the ones before
+        them and then come out in a burst."""
+        window = [p for p in self._points if self._in_window(p[1])]
+        for points in (window, self._points):
+            if len(points) >= MIN_FIT_POINTS and points[-1][0] - points[0][0] >= MIN_FIT_S:
+                return round(slope(points), 1)
+        return None
+
+    def _in_window(self, rows: int) -> bool:
+        return bool(self.total) and STEADY_FROM <= rows / self.total <= STEADY_TO
+
     def progress(self) -> BatchProgress:
         now = self._clock()
-        rate = None
-        if self._first is not None and now > self._first[0] and self.done > self._first[1]:
-            rate = round((self.done - self._first[1]) / (now - self._first[0]), 1)
+        rate = self.steady_rate()
         total = self.total
         percent = 100.0 * self.done / total if total else (100.0 if total == 0 else 0.0)
         return BatchProgress(
@@ -83,6 +103,14 @@ class Reporter:
         self._last = self._clock()
         if not self._send(self.progress().model_dump()):
             raise Canceled()
+
+
+def slope(points: list[tuple[float, int]]) -> float:
+    """Least-squares slope of ``y`` over ``x``."""
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
 def actor_options(resources: dict[str, Any]) -> dict[str, Any]:

@@ -33,11 +33,11 @@ def refusal(resources: dict[str, Any], concurrency: int, total: dict[str, float]
     if not short:
         return None
     return (
-        f"{concurrency} model copies with the deployment's resources need "
+        f"{concurrency} model copies with these resources need "
         + ", ".join(f"{r}={need[r]:g}" for r in short)
         + " but the cluster has "
         + ", ".join(f"{r}={total.get(r, 0.0):g}" for r in short)
-        + " in total; lower concurrency"
+        + " in total; lower concurrency (or num_cpus_per_copy)"
     )
 
 

@@ -2,7 +2,8 @@
 
 Mixed into ``RegistryCore``. A task pins the model version its deployment serves when it is
 created (a swap during the job does not change what the job predicts with) and the
-deployment's resources, which each Ray Data actor of the job gets.
+deployment's resources, which each Ray Data actor of the job gets (with the request's
+``num_cpus_per_copy`` in place of their CPUs when it is given).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class BatchTasks:
                     "or choose another output_uri"
                 )
         version = self.get_version(record.model_id, record.model_version)
+        resources = record.config.resources
+        if req.num_cpus_per_copy is not None:
+            resources = resources.model_copy(update={"num_cpus": req.num_cpus_per_copy})
         return self._new_task(
             TaskKind.BATCH_PREDICTION,
             model_id=record.model_id,
@@ -38,7 +42,7 @@ class BatchTasks:
                 "request": req.model_dump(mode="json"),
                 "model_version": version.version,
                 "spec": version.model_dump(mode="json"),
-                "resources": record.config.resources.model_dump(mode="json"),
+                "resources": resources.model_dump(mode="json"),
                 "progress": BatchProgress().model_dump(),
             },
         )

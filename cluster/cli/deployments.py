@@ -126,6 +126,9 @@ def batch_predict(
     output_uri: Annotated[str, typer.Argument(help="JSONL output, same forms.")],
     batch_size: Annotated[int | None, typer.Option(help="Rows per model call.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Model copies (Ray actors).")] = None,
+    num_cpus_per_copy: Annotated[
+        float | None, typer.Option(help="CPUs of each copy (default: the deployment's).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the output if it exists.")] = False,
     wait: Wait = False,
     timeout: Timeout = 3600,
@@ -141,6 +144,7 @@ def batch_predict(
             batch_size=batch_size,
             concurrency=concurrency,
             overwrite=overwrite,
+            num_cpus_per_copy=num_cpus_per_copy,
         )
         end_task(client, task, wait, timeout)
 

@@ -148,15 +148,22 @@ class Deployment:
         batch_size: int | None = None,
         concurrency: int | None = None,
         overwrite: bool = False,
+        num_cpus_per_copy: float | None = None,
     ) -> Task:
         """Run a JSONL file through the model version this deployment serves now, as a Ray
         Data job (not through the replicas); returns its ``batch_prediction`` task, whose
         ``detail.progress`` counts rows. Input lines are ``{"id", "args"}`` (or ``{"id",
         "text"}`` for sentence-transformer models); output lines keep their order and ids.
         URIs: a path under the server's storage root (relative to it, or absolute) or a
-        remote URI (``s3://...``). ``wait`` waits for the end (``TimeoutError`` after
-        ``timeout``); ``progress`` shows rows done on stderr."""
-        given = {"batch_size": batch_size, "concurrency": concurrency}
+        remote URI (``s3://...``). ``concurrency`` model copies run it, each with the
+        deployment's resources (``num_cpus_per_copy`` CPUs when given). ``wait`` waits for
+        the end (``TimeoutError`` after ``timeout``); ``progress`` shows rows done on
+        stderr."""
+        given = {
+            "batch_size": batch_size,
+            "concurrency": concurrency,
+            "num_cpus_per_copy": num_cpus_per_copy,
+        }
         req = BatchPredictCreate(
             input_uri=input_uri,
             output_uri=output_uri,

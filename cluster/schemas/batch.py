@@ -34,6 +34,17 @@ class BatchPredictCreate(Schema):
         le=256,
         description="Model copies (Ray Data actors), each with the deployment's resources.",
     )
+    num_cpus_per_copy: float | None = Field(
+        default=None,
+        gt=0,
+        le=1024,
+        description=(
+            "CPUs of each model copy instead of the deployment's num_cpus (its GPUs stay as "
+            "they are); torch runs that many threads in it. On CPU, N copies of 1 CPU go "
+            "faster than one copy of N CPUs: one copy's threads wait for each other at "
+            "every step, and for anything else that runs on the node."
+        ),
+    )
     overwrite: bool = Field(default=False, description="Replace output_uri when it exists.")
 
     @model_validator(mode="after")
@@ -55,5 +66,9 @@ class BatchProgress(Schema):
         default=None, description="Start-up: from the job's start to its first output rows."
     )
     rows_per_s: float | None = Field(
-        default=None, description="Steady rate: rows since the first output row over its time."
+        default=None,
+        description=(
+            "Steady rate: rows/s between the output passing 10% and 90% of the rows (start-up "
+            "left out); while the job runs, since 10% (or since its first output)."
+        ),
     )

@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cluster import batch_io, errors
@@ -206,6 +207,39 @@ def test_reporter_reports_every_interval_with_percent_and_steady_rate():
     assert sent[-1]["rows_per_s"] == 100.0  # rows after the first block / time since it
 
 
+def test_reporter_steady_rate_is_fitted_between_10_and_90_percent():
+    clock = Clock()
+    reporter = Reporter(lambda p: True, total=1000, every_s=1.0, clock=clock)
+    clock.now += 8
+    reporter.add(50)  # the first output, after start-up: before the window
+    assert reporter.steady_rate() is None
+    clock.now += 1
+    reporter.add(250)  # 300 rows: in the window from here
+    for _ in range(6):
+        clock.now += 1
+        reporter.add(100)  # 900 rows after 6 s
+    assert reporter.steady_rate() == 100.0
+    clock.now += 10
+    reporter.add(100)  # a slow tail, past 90%, does not move it
+    assert reporter.progress().rows_per_s == 100.0
+    small = Reporter(lambda p: True, total=10, clock=clock)
+    small.add(10)  # one block: no rate
+    assert small.steady_rate() is None
+
+
+def test_reporter_steady_rate_sees_through_ordered_bursts():
+    # Two model copies at 50 rows/s each: copy B's block waits for copy A's, then both
+    # come out at once every 10 s.
+    clock = Clock()
+    reporter = Reporter(lambda p: True, total=10_000, every_s=1.0, clock=clock)
+    for _ in range(10):
+        clock.now += 10
+        reporter.add(500)
+        reporter.add(500)
+    # Rows over time since the first output would say (10000 - 500) / 90 s = 105.6.
+    assert reporter.steady_rate() == pytest.approx(100.0, rel=0.02)
+
+
 def test_reporter_raises_canceled_when_the_task_has_ended():
     reporter = Reporter(lambda p: False, total=10, every_s=0.0, clock=Clock())
     with pytest.raises(Canceled):
@@ -273,6 +307,16 @@ def test_create_pins_version_and_resources(reg, tmp_path):
     assert reg.list_batch_tasks("emb").total == 1
     # Nothing lost across a restart.
     assert RegistryCore(tmp_path / "r.db").get_task(task.id).detail == task.detail
+
+
+def test_num_cpus_per_copy_replaces_only_the_cpus(reg):
+    task = reg.create_batch_task("emb", req(concurrency=2, num_cpus_per_copy=1))
+    assert task.detail["resources"] == {"num_gpus": 0, "num_cpus": 1, "memory": None}
+    assert actor_options(task.detail["resources"]) == {"num_gpus": 0, "num_cpus": 1}
+    # The deployment itself keeps its resources.
+    assert reg.get_deployment("emb").config.resources.num_cpus == 2
+    with pytest.raises(ValidationError):
+        req(num_cpus_per_copy=0)
 
 
 def test_progress_finish_and_cancel(reg):
@@ -347,11 +391,15 @@ def test_cli_batch_predict_waits_and_prints_the_task(monkeypatch):
         lambda url, key: Client(url="http://t", api_key="k", transport=httpx.MockTransport(server)),
     )
     result = CliRunner().invoke(
-        app, ["batch-predict", "d", "in.jsonl", "out.jsonl", "--wait", "--overwrite"]
+        app,
+        ["batch-predict", "d", "in.jsonl", "out.jsonl", "--wait", "--overwrite"]
+        + ["--concurrency", "2", "--num-cpus-per-copy", "1"],
     )
     assert result.exit_code == 0, result.output
     assert "batch_prediction-1: done" in result.output and "rows 10/10" in result.output
-    assert server.sent[0]["overwrite"] is True
+    sent = server.sent[0]
+    assert sent["overwrite"] is True
+    assert sent["concurrency"] == 2 and sent["num_cpus_per_copy"] == 1
 
 
 # ------------------------------------------------------------------ the operator's runner
