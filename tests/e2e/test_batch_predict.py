@@ -69,9 +69,18 @@ def test_10k_rows_come_back_in_order_with_ids_and_embeddings(api, minilm, root):
     from sentence_transformers import SentenceTransformer
 
     write_input(root / "in.jsonl", ROWS)
-    task = submit(api, minilm, input_uri="batch/in.jsonl", output_uri="batch/out.jsonl")
+    # Two model copies of one CPU each, where the deployment's replicas have two.
+    task = submit(
+        api,
+        minilm,
+        input_uri="batch/in.jsonl",
+        output_uri="batch/out.jsonl",
+        concurrency=2,
+        num_cpus_per_copy=1,
+    )
     assert task["kind"] == "batch_prediction" and task["status"] == "pending"
     assert task["detail"]["model_version"] == 1
+    assert task["detail"]["resources"]["num_cpus"] == 1
     task = wait_ended(api, task["id"])
     assert task["status"] == "done", task
     progress = task["detail"]["progress"]
