@@ -40,9 +40,9 @@ class BatchPredictCreate(Schema):
         le=1024,
         description=(
             "CPUs of each model copy instead of the deployment's num_cpus (its GPUs stay as "
-            "they are); torch runs that many threads in it. On CPU, N copies of 1 CPU go "
-            "faster than one copy of N CPUs: one copy's threads wait for each other at "
-            "every step, and for anything else that runs on the node."
+            "they are); Ray sets the copy's torch threads from it. On CPU, several "
+            "single-CPU copies can beat one copy with all the CPUs: one copy's threads wait "
+            "for each other at every step."
         ),
     )
     overwrite: bool = Field(default=False, description="Replace output_uri when it exists.")
@@ -68,7 +68,7 @@ class BatchProgress(Schema):
     rows_per_s: float | None = Field(
         default=None,
         description=(
-            "Steady rate: rows/s between the output passing 10% and 90% of the rows (start-up "
-            "left out); while the job runs, since 10% (or since its first output)."
+            "Steady rate: rows/s fitted to the output from 10% to 90% of the rows (start-up "
+            "left out); while the job runs, to the output so far."
         ),
     )
