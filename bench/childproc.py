@@ -37,7 +37,7 @@ def run_json_child(
     )
     if child.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{child.stderr[-3000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return last_json(child.stdout)
 
 
 def run_json_children_together(
@@ -73,7 +73,12 @@ def run_json_children_together(
     for child, (_, err) in zip(children, outs, strict=True):
         if child.returncode != 0:
             raise RuntimeError(f"{what} failed:\n{err[-3000:]}")
-    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    return [last_json(out) for out, _ in outs]
+
+
+def last_json(stdout: str) -> Any:
+    """A child's result: its last stdout line, as JSON."""
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def wait_for_go() -> None:

@@ -55,13 +55,10 @@ class Reporter:
         self._send, self._every_s, self._clock = send, every_s, clock
         self.total, self.done, self.errors = total, 0, 0
         self._start = self._last = clock()
-        self._first: tuple[float, int] | None = None  # (when, rows) of the first output
         self._points: list[tuple[float, int]] = []  # (when, rows done) at each output
 
     def add(self, rows: int, errors: int = 0) -> None:
         now = self._clock()
-        if self._first is None:
-            self._first = (now, rows)
         self.done += rows
         self.errors += errors
         self._points.append((now, self.done))
@@ -95,7 +92,7 @@ class Reporter:
             percent=round(min(percent, 100.0), 1),
             errors=self.errors,
             elapsed_s=round(now - self._start, 3),
-            first_output_s=round(self._first[0] - self._start, 3) if self._first else None,
+            first_output_s=round(self._points[0][0] - self._start, 3) if self._points else None,
             rows_per_s=rate,
         )
 
