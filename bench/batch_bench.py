@@ -308,12 +308,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": {
             state: {
                 "whole_job": job["whole_job_rows_per_s"] / rate,
-                "steady": job["steady_rows_per_s"] / rate,
+                # None: too few output blocks for a steady rate (a small job).
+                "steady": job["steady_rows_per_s"] and job["steady_rows_per_s"] / rate,
             }
             for state, rate in best.items()
         },
         "worst_cosine_vs_offline": worst_cosine,
     }
+
+
+def figure(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def report(s: dict[str, Any]) -> None:
@@ -323,19 +328,19 @@ def report(s: dict[str, Any]) -> None:
         f"{job['num_cpus_per_copy']:g} CPUs, batch_size {s['batch_size']}"
     )
     print(f"{'rows/s':<58}{'whole job':>10}{'steady':>10}")
-    row = "{:<58}{:>10.1f}{:>10.1f}"
-    rates = job["whole_job_rows_per_s"], job["steady_rows_per_s"]
+    row = "{:<58}{:>10.1f}{:>10}"
+    rates = job["whole_job_rows_per_s"], figure(job["steady_rows_per_s"], ".1f")
     print(row.format("batch job (modelyard)", *rates))
     labels = (("beside_cluster", "beside the idle cluster"), ("quiet", "quiet"))
     for state, label in labels:
         for run in s["offline"][state]:
             sizes = "/".join(map(str, run["best_batch_size"]))
             title = f"offline encode, {label}, {run['layout']} (batch {sizes})"
-            print(row.format(title, run["rows_per_s"], run["rows_per_s"]))
+            print(row.format(title, run["rows_per_s"], figure(run["rows_per_s"], ".1f")))
     for state, label in labels:
         ratio = s["ratios"][state]
         title = f"ratio to the best offline {label}"
-        print(f"{title:<58}{ratio['whole_job']:>10.3f}{ratio['steady']:>10.3f}")
+        print(f"{title:<58}{ratio['whole_job']:>10.3f}{figure(ratio['steady'], '.3f'):>10}")
     print("target: ratio >= 0.8")
     print(
         f"whole job {job['whole_job_s']:.1f}s from the POST to done (the job's own "
