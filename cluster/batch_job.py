@@ -23,9 +23,10 @@ from cluster.schemas import BatchPredictCreate, BatchProgress, Resources
 logger = logging.getLogger("modelyard.batch")
 
 REPORT_EVERY_S = 1.0
-# Rows handed to a model copy at once, in model calls (batch_size): each window is sorted by
-# line length so that a call's rows are of a similar size (less padding).
-SORT_WINDOW = 16
+# Rows handed to a model copy at once: a whole number of model calls (batch_size rows each),
+# about SORT_ROWS. Each window is sorted by line length, so a call's rows are of a similar size:
+# the bench's texts of 4 to 40 words are padded ~4.4% at 512-row windows, ~1% at 4096.
+SORT_ROWS = 4096
 # Output blocks of about this size (an embedding row is ~8 KB of JSON: ~1000 rows), so
 # progress and the first output come every few seconds, not once per input block.
 OUTPUT_BLOCK_BYTES = 8 << 20
@@ -115,6 +116,11 @@ def actor_options(resources: dict[str, Any]) -> dict[str, Any]:
     return Resources.model_validate(resources).as_ray_options()
 
 
+def window_rows(batch_size: int) -> int:
+    """Rows per ``map_batches`` call: about ``SORT_ROWS``, a multiple of ``batch_size``."""
+    return max(1, SORT_ROWS // batch_size) * batch_size
+
+
 def build_dataset(req: BatchPredictCreate, spec: dict[str, Any], resources: dict[str, Any]):
     """The pipeline: input lines -> ``BatchPredictor`` actors -> ``line``/``ok`` blocks."""
     import ray
@@ -138,7 +144,7 @@ def build_dataset(req: BatchPredictCreate, spec: dict[str, Any], resources: dict
     return ds.map_batches(
         BatchPredictor,
         fn_constructor_args=(spec, req.batch_size),
-        batch_size=req.batch_size * SORT_WINDOW,
+        batch_size=window_rows(req.batch_size),
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=req.concurrency),
         **actor_options(resources),

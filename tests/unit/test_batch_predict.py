@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cluster import batch_io, errors
-from cluster.batch_job import Canceled, Reporter, actor_options, write_output
+from cluster.batch_job import Canceled, Reporter, actor_options, window_rows, write_output
 from cluster.batch_runner import refusal
 from cluster.cli import app, common
 from cluster.client import Client, describe_task
@@ -266,6 +266,13 @@ def test_write_output_keeps_block_order_and_counts_errors():
     assert [orjson.loads(x)["id"] for x in sink.data.splitlines()] == [1, 2, 3]
     assert reporter.done == 3 and reporter.errors == 1
     assert reporter.progress().percent == 100.0
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "rows"), [(1, 4096), (32, 4096), (100, 4000), (3000, 3000), (5000, 5000)]
+)
+def test_a_copy_gets_whole_model_calls_of_about_4096_rows(batch_size, rows):
+    assert window_rows(batch_size) == rows
 
 
 def test_actor_options_are_the_deployment_resources():
