@@ -8,7 +8,9 @@ One run on one machine, the same rows (synthetic sentences of 4 to 40 words, as 
   ``--num-cpus`` CPUs), run as ``--copies`` model copies (default: one per CPU) with the
   deployment's CPUs split between them (``num_cpus_per_copy``; Ray sets each copy's torch
   threads from it). It reads the file with Ray Data, runs ``map_batches`` on the replicas'
-  model code and writes the JSONL output, in order, from the job's driver.
+  model code and writes the JSONL output, in order, from the job's driver. Its
+  ``batch_size`` is ``--batch-size``, by default the one the quiet offline encode found
+  best, so both sides run the model at the same batch size.
 - ``offline``: ``SentenceTransformer.encode`` of the same texts in child processes, at the
   best of ``--offline-batch-sizes`` (each tried on the first ``--probe-rows`` rows), in two
   layouts: one process with ``--num-cpus`` torch threads, and one single-thread process per
@@ -147,6 +149,12 @@ def offline_layouts(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [offline_in_children(args, procs) for procs in sorted({1, args.num_cpus})]
 
 
+def best_batch_size(runs: list[dict[str, Any]]) -> int:
+    """The batch size of the fastest layout (the larger where its processes differ): both
+    sides then run the model at the same batch size."""
+    return max(max(runs, key=lambda r: r["rows_per_s"])["best_batch_size"])
+
+
 # ---------------------------------------------------------------- the batch job
 
 
@@ -252,7 +260,11 @@ def check_output(path: Path, rows: int, picks: dict[str, list[float]]) -> float:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=40_000)
-    parser.add_argument("--batch-size", type=int, default=64, help="of the batch job")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="of the batch job (default: the one quiet offline encode found best)",
+    )
     parser.add_argument(
         "--offline-batch-sizes",
         type=lambda s: [int(x) for x in s.split(",")],
@@ -283,6 +295,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
     quiet = offline_layouts(args)  # before Ray starts: nothing else on the machine
+    args.batch_size = args.batch_size or best_batch_size(quiet)
     with tempfile.TemporaryDirectory(prefix="modelyard-batch-bench-") as tmp:
         root = Path(tmp)
         write_input(root / "in.jsonl", texts(args.rows, args.seed))
