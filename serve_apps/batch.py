@@ -32,6 +32,8 @@ from serve_apps import kinds
 logger = logging.getLogger("modelyard.batch")
 
 TEXT_KIND = "sentence-transformer"
+# Rows predicted (and held as Python results) at once: a longer batch runs in slices of this.
+MAX_WINDOW_ROWS = 8192
 BAD_INPUT = (ValueError, TypeError, KeyError)
 
 
@@ -147,10 +149,13 @@ class BatchPredictor:
         import pyarrow as pa
 
         lines = batch.column("text").to_pylist()
-        rows = predict_lines(self.predictor, self.kind, lines, self.per_call)
+        out: list[bytes] = []
+        ok: list[bool] = []
+        for start in range(0, len(lines), MAX_WINDOW_ROWS):
+            window = lines[start : start + MAX_WINDOW_ROWS]
+            rows = predict_lines(self.predictor, self.kind, window, self.per_call)
+            out += [encode_row(row) for row in rows]  # may turn a row into an error
+            ok += [row.error is None for row in rows]
         return pa.table(
-            {
-                "line": pa.array([encode_row(row) for row in rows], type=pa.binary()),
-                "ok": pa.array([row.error is None for row in rows], type=pa.bool_()),
-            }
+            {"line": pa.array(out, type=pa.binary()), "ok": pa.array(ok, type=pa.bool_())}
         )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cluster import batch_io, errors
-from cluster.batch_job import Canceled, Reporter, actor_options, window_rows, write_output
+from cluster.batch_job import Canceled, Reporter, actor_options, windows, write_output
 from cluster.batch_runner import refusal
 from cluster.cli import app, common
 from cluster.client import Client, describe_task
@@ -24,8 +24,8 @@ from cluster.schemas import (
     ModelCreate,
     Task,
 )
-from serve_apps import kinds
-from serve_apps.batch import decode_line, encode_row, predict_lines
+from serve_apps import batch, kinds
+from serve_apps.batch import BatchPredictor, decode_line, encode_row, predict_lines
 
 
 class FakeEmbedder(kinds.SentenceTransformerPredictor):
@@ -269,10 +269,32 @@ def test_write_output_keeps_block_order_and_counts_errors():
 
 
 @pytest.mark.parametrize(
-    ("batch_size", "rows"), [(1, 4096), (32, 4096), (100, 4000), (3000, 3000), (5000, 5000)]
-)
-def test_a_copy_gets_whole_model_calls_of_about_4096_rows(batch_size, rows):
-    assert window_rows(batch_size) == rows
+    ("rows", "copies", "blocks"),
+    [(0, 1, 1), (3, 2, 2), (8000, 2, 2), (8193, 2, 4), (10_000, 2, 4), (40_000, 2, 10),
+     (100_000, 2, 26), (1_000_000, 8, 248)],
+)  # fmt: skip
+def test_each_copy_gets_the_same_number_of_windows_of_at_most_about_4096_rows(rows, copies, blocks):
+    assert windows(rows, copies) == blocks
+    assert blocks % copies == 0
+    assert rows / blocks <= 4096
+
+
+def test_a_long_block_is_predicted_in_slices_in_order(monkeypatch):
+    monkeypatch.setattr(batch, "MAX_WINDOW_ROWS", 4)
+    model = FakeEmbedder()
+    copy = object.__new__(BatchPredictor)
+    copy.predictor, copy.kind, copy.per_call = model, "sentence-transformer", 2
+    sizes = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10]
+    lines = [json.dumps({"id": i, "text": "x" * n}) for i, n in enumerate(sizes)]
+    lines[3] = "not json"
+    table = copy(pa.table({"text": lines}))
+    got = [orjson.loads(x) for x in table.column("line").to_pylist()]
+    assert [r["id"] for r in got] == [0, 1, 2, None, 4, 5, 6, 7, 8, 9]
+    assert table.column("ok").to_pylist() == [i != 3 for i in range(10)]
+    assert got[9] == {"id": 9, "embedding": [10.0]}
+    # slices of 4 rows, each sorted by line length, 2 rows a call (the short bad line is
+    # the first call's other row)
+    assert model.texts == [[1], [5, 9], [2, 4], [7, 8], [6, 10]]
 
 
 def test_actor_options_are_the_deployment_resources():
