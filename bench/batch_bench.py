@@ -29,9 +29,10 @@ their ratios (target >= 0.8). It checks that the output has every row in order a
 few embeddings match offline ones.
 
 Run from the repository root (one run takes about 13 minutes on 2 cores; the job's
-start-up, about 14 s there, is what keeps the whole-job ratio below the steady one):
+start-up, 10 to 14 s there, is what keeps the whole-job ratio below the steady one):
 
     .venv/bin/python bench/batch_bench.py
+    .venv/bin/python bench/batch_bench.py --num-cpus 1  # both sides on one CPU, Ray on the rest
     .venv/bin/python bench/batch_bench.py --copies 1   # one model copy with both CPUs
     .venv/bin/python bench/batch_bench.py --rows 10000 --batch-size 32 --out batch.json
 """
