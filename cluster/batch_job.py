@@ -2,10 +2,11 @@
 
 It reads its task from the registry, streams the input through a Ray Data pipeline
 (``read_text`` in equal windows -> ``map_batches(serve_apps.batch.BatchPredictor)`` on
-actors with the deployment's resources, a window per call, order preserved) and writes the output lines from this driver in
-the input's order, a block at a time. It reports progress to the registry about once a
-second, and stops when the registry answers that the task has ended (canceled). The task
-ends done when the output is in place, or failed with the job's error.
+actors with the deployment's resources, a window per call, order preserved) and writes the
+output lines from this driver in the input's order, a block at a time. It reports progress
+to the registry at most once a second, and stops when the registry answers that the task
+has ended (canceled). The task ends done when the output is in place, or failed with the
+job's error.
 """
 
 from __future__ import annotations
