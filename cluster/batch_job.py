@@ -1,7 +1,7 @@
 """The batch-prediction job: ``python -m cluster.batch_job --task-id ID``, run as a Ray Job.
 
 It reads its task from the registry, streams the input through a Ray Data pipeline
-(``read_text`` in equal windows -> ``map_batches(serve_apps.batch.BatchPredictor)`` on
+(``read_text`` in windows -> ``map_batches(serve_apps.batch.BatchPredictor)`` on
 actors with the deployment's resources, a window per call, order preserved) and writes the
 output lines from this driver in the input's order, a block at a time. It reports progress
 to the registry at most once a second, and stops when the registry answers that the task
@@ -25,12 +25,13 @@ from cluster.schemas import BatchPredictCreate, BatchProgress, Resources
 logger = logging.getLogger("modelyard.batch")
 
 REPORT_EVERY_S = 1.0
-# The input is read as equal windows of at most about SORT_ROWS rows, their number a multiple
-# of the model copies, and a copy takes the next window only when it is free: the copies get
-# the same share and finish together (with the read's own blocks, 7 of ~5,700 rows at 40,000
-# rows, one of two copies computed a whole block alone at the end). A copy sorts its window
-# by line length, so a model call's rows are of a similar size: the bench's texts of 4 to 40
-# words are padded ~4.4% at 512-row windows, ~1% at 4096.
+# The input is read as windows of about SORT_ROWS rows, their number a multiple of the model
+# copies (Ray Data cuts each ~8 MiB block the file is read in into equal parts), and a copy
+# takes the next window only when it is free: the copies get the same share and finish
+# together (with the read's own blocks, 7 of ~5,700 rows at 40,000 rows, one of two copies
+# computed a whole block alone at the end). A copy sorts its window by line length, so a
+# model call's rows are of a similar size: the bench's texts of 4 to 40 words are padded
+# ~4.4% at 512-row windows, ~1% at 4096.
 SORT_ROWS = 4096
 # Output blocks of about this size (an embedding row is ~8 KB of JSON: ~1000 rows): a copy's
 # window comes back as several blocks, written and counted one by one. Output still arrives a
