@@ -1,15 +1,18 @@
 """Where batch predictions read and write, and the checks made before a job is queued.
 
-``input_uri`` and ``output_uri`` take the forms the storage root rules allow for datasets:
+``input_uri`` and ``output_uri`` go through the one path and URI checker (``cluster.uris``):
 
-- a path relative to the storage root (``batch/in.jsonl``),
-- an absolute path or ``file://`` URI inside the storage root (nothing outside it is read
-  or written through the API),
-- any other URI that ``pyarrow.fs`` understands (``s3://bucket/key``, ``gs://...``).
+- ``input_uri``: a path relative to the storage root (``batch/in.jsonl``), an absolute path
+  or ``file://`` URI inside it, or a URI of a filesystem ``pyarrow.fs`` opens
+  (``s3://bucket/key``, ``gs://...``); never the registry database or the key file.
+- ``output_uri``: a path relative to ``<storage root>/outputs`` (``batch/out.jsonl`` is
+  written to ``<root>/outputs/batch/out.jsonl``), an absolute path or ``file://`` URI under
+  that folder, or a remote URI; never a file modelyard owns, whatever ``overwrite`` says.
 
-``check_request`` turns both into absolute forms (what the job is given) or raises
-``InvalidInput`` naming the field. The output is written to ``<output>.partial`` and moved
-into place when the job ends, so a failed job leaves no half-written file at ``output_uri``.
+``check_request`` turns both into the forms the job opens (absolute plain paths, or the
+remote URIs) or raises ``InvalidInput`` naming the field. The output is written to
+``<output>.partial`` and moved into place when the job ends, so a failed job leaves no
+half-written file at ``output_uri``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
-from cluster import errors
+from cluster import errors, uris
 from cluster.schemas import BatchPredictCreate
 
 CHUNK = 1 << 20
@@ -29,22 +32,7 @@ LINE_ENDS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 
 
 def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def normalize(uri: str, root: str | Path, field: str) -> str:
-    """An absolute local path inside ``root``, or the remote URI unchanged."""
-    if not is_local(uri):
-        return uri
-    root = Path(root).expanduser().resolve()
-    path = Path(uri.removeprefix("file://")).expanduser()
-    path = (path if path.is_absolute() else root / path).resolve()
-    if root not in path.parents:
-        raise errors.InvalidInput(
-            f"{field} '{uri}' is outside the storage root {root}; put the file under it, "
-            "give a path relative to it, or use a remote URI (s3://...)"
-        )
-    return str(path)
+    return uris.is_local(uri)
 
 
 def filesystem(uri: str, field: str = "uri") -> tuple[Any, str]:
@@ -53,7 +41,7 @@ def filesystem(uri: str, field: str = "uri") -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     if is_local(uri):
-        return pafs.LocalFileSystem(), uri.removeprefix("file://")
+        return pafs.LocalFileSystem(), uris.reader_path(uri)
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -65,8 +53,9 @@ def check_request(req: BatchPredictCreate, root: str | Path) -> BatchPredictCrea
     written; ``InvalidInput`` (422) naming the field otherwise."""
     import pyarrow.fs as pafs
 
-    source = normalize(req.input_uri, root, "input_uri")
-    target = normalize(req.output_uri, root, "output_uri")
+    storage = uris.StorageRoot.of(root)
+    source = uris.check_input(req.input_uri, "input_uri", storage)
+    target = uris.check_output(req.output_uri, "output_uri", storage)
     if source == target:
         raise errors.InvalidInput("output_uri must differ from input_uri")
     fs, path = filesystem(source, "input_uri")

@@ -259,27 +259,8 @@ def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:
 
 
 async def _fetch_args(url: str) -> dict[str, Any]:
-    import json
-    from pathlib import Path
+    """The args at a predict ``url``, through the one path and URI checker."""
+    from cluster.api.deps import get_storage_root
+    from cluster.uris import fetch_predict_args
 
-    import httpx
-
-    if url.startswith("file://"):
-        path = Path(url.removeprefix("file://"))
-        if not path.is_file():
-            raise errors.BadRequest(f"url {url} names no readable file")
-        text = await asyncio.to_thread(path.read_text)
-    elif url.startswith(("http://", "https://")):
-        async with httpx.AsyncClient(timeout=30) as client:
-            resp = await client.get(url)
-            resp.raise_for_status()
-            text = resp.text
-    else:
-        raise errors.BadRequest("url must start with http://, https:// or file://")
-    try:
-        args = json.loads(text)
-    except ValueError as exc:
-        raise errors.BadRequest(f"the document at url is not JSON: {exc}") from None
-    if not isinstance(args, dict):
-        raise errors.BadRequest("the document at url must be a JSON object of args")
-    return args
+    return await fetch_predict_args(url, get_storage_root())

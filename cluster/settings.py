@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None, description="Admin key; generated and saved under storage_root when unset."
     )
+    predict_url_http: bool = Field(
+        default=False,
+        description="Let a predict 'url' be http(s) (it is fetched by the ingress); file:// "
+        "URIs under storage_root are always accepted.",
+    )
+    predict_url_max_bytes: int = Field(
+        default=1 << 20, ge=1, le=64 << 20, description="Largest document a predict 'url' reads."
+    )
+    predict_url_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="How long fetching a predict 'url' may take."
+    )
     direct_ingress: bool = Field(
         default=False,
         description=(

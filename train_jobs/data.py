@@ -86,10 +86,15 @@ def parse_inline(items: Sequence[Any]) -> list[Pair]:
 
 
 def read_lines(uri: str) -> list[str]:
-    """The lines of a local path, ``file://`` URI or pyarrow-readable URI."""
+    """The lines of a local path, ``file://`` URI or pyarrow-readable URI.
+
+    A plain path is opened as it is (no ``~``, no percent-decoding): the API's checker hands
+    the job the absolute path it checked. A ``file://`` URI is percent-decoded once, as the
+    checker decodes it.
+    """
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
-        path = Path(unquote(parsed.path) if parsed.scheme else uri).expanduser()
+        path = Path(unquote(parsed.path) if parsed.scheme else uri)
         if not path.is_file():
             raise ValueError(f"dataset {uri!r} does not exist or is not a file")
         return path.read_text(encoding="utf-8").splitlines()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlparse
 
 from fastapi import APIRouter, Query
 
-from cluster import errors
+from cluster import errors, uris
 from cluster.api.deps import ControlDep, get_storage_root
 from cluster.schemas import FineTuneCreate, FineTuneRestart, Page, Task
 
@@ -21,7 +19,7 @@ StatusFilter = Literal["pending", "processing", "done", "failed", "canceled", "r
 @router.post("", status_code=202)
 async def create(req: FineTuneCreate, control: ControlDep) -> Task:
     """Validate the dataset, then queue the task; the same idempotency_key gives the same task."""
-    await asyncio.to_thread(validate_dataset, req, get_storage_root())
+    req = await asyncio.to_thread(validate_dataset, req, get_storage_root())
     task = await control.call("create_finetune_task", req)
     control.operator.kick.remote()
     return task
@@ -63,18 +61,23 @@ async def logs(task_id: str, control: ControlDep) -> dict[str, str]:
     return {"task_id": task_id, "logs": await control.operator_call("finetune_logs", task_id)}
 
 
-def validate_dataset(req: FineTuneCreate, storage_root: str) -> None:
-    """Every line checked before a job starts; a local file must be under the storage root."""
+def validate_dataset(req: FineTuneCreate, storage_root: str) -> FineTuneCreate:
+    """``req`` with ``dataset.uri`` and ``params.resume_from`` in the form the job opens
+    (through the one path checker), once every line of the dataset is valid."""
     from train_jobs.data import load_pairs, split_pairs
 
-    uri = req.dataset.uri
-    if uri is not None and urlparse(uri).scheme in ("", "file"):
-        path = Path(urlparse(uri).path if "://" in uri else uri).expanduser().resolve()
-        root = Path(storage_root).resolve()
-        if root not in path.parents:
-            raise errors.InvalidInput(f"dataset.uri must be under the storage root {root}")
+    root = uris.StorageRoot.of(storage_root)
+    if req.dataset.uri is not None:
+        uri = uris.check_input(req.dataset.uri, "dataset.uri", root)
+        req = req.model_copy(update={"dataset": req.dataset.model_copy(update={"uri": uri})})
+    if req.params.resume_from is not None:
+        resume = uris.check_input(req.params.resume_from, "params.resume_from", root)
+        req = req.model_copy(
+            update={"params": req.params.model_copy(update={"resume_from": resume})}
+        )
     try:
-        pairs = load_pairs(uri=uri, pairs=req.dataset.pairs)
+        pairs = load_pairs(uri=req.dataset.uri, pairs=req.dataset.pairs)
         split_pairs(pairs, req.params.eval_fraction, req.params.seed)
     except ValueError as exc:
         raise errors.InvalidInput(f"dataset: {exc}") from None
+    return req

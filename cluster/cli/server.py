@@ -20,6 +20,7 @@ from cluster.settings import (
     key_digest,
     load_or_create_key,
 )
+from cluster.uris import url_policy_env
 
 RayAddress = Annotated[
     str | None, typer.Option(help="Ray cluster to join (env MODELYARD_RAY_ADDRESS); empty: local.")
@@ -36,6 +37,20 @@ AsyncResultTtl = Annotated[
     typer.Option(
         help="Seconds async-prediction results are kept (env MODELYARD_ASYNC_RESULT_TTL_S)."
     ),
+]
+PredictUrlHttp = Annotated[
+    bool | None,
+    typer.Option(
+        "--predict-url-http/--no-predict-url-http",
+        help="Let a predict url be http(s) (env MODELYARD_PREDICT_URL_HTTP; default off).",
+    ),
+]
+PredictUrlMaxBytes = Annotated[
+    int | None, typer.Option(help="Largest predict url document (MODELYARD_PREDICT_URL_MAX_BYTES).")
+]
+PredictUrlTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds to fetch a predict url (MODELYARD_PREDICT_URL_TIMEOUT_S)."),
 ]
 DirectIngress = Annotated[
     bool | None,
@@ -60,6 +75,8 @@ def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
     if settings.direct_ingress:
         # Read by the Serve processes of a Ray this call starts (they inherit it).
         os.environ.update(DIRECT_INGRESS_ENV)
+    # The ingress reads its url policy from its environment, inherited from a Ray started here.
+    os.environ.update(url_policy_env(settings))
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
         return False
@@ -92,6 +109,9 @@ def up(
     api_key: ApiKey = None,
     direct_ingress: DirectIngress = None,
     async_result_ttl_s: AsyncResultTtl = None,
+    predict_url_http: PredictUrlHttp = None,
+    predict_url_max_bytes: PredictUrlMaxBytes = None,
+    predict_url_timeout_s: PredictUrlTimeout = None,
     detach: Annotated[bool, typer.Option(help="Return once serving; leave Ray running.")] = False,
     wait_s: Annotated[float, typer.Option(help="How long to wait for the bundled model.")] = 600,
 ) -> None:
@@ -108,6 +128,9 @@ def up(
         api_key=api_key,
         direct_ingress=direct_ingress,
         async_result_ttl_s=async_result_ttl_s,
+        predict_url_http=predict_url_http,
+        predict_url_max_bytes=predict_url_max_bytes,
+        predict_url_timeout_s=predict_url_timeout_s,
     )
     key, created = load_or_create_key(settings)
     started = _connect(settings, start_local=True, detach=detach)

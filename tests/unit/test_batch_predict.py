@@ -112,38 +112,35 @@ def test_unserializable_result_is_a_row_error():
 # ------------------------------------------------------------------ URIs
 
 
-def test_normalize_keeps_paths_inside_the_storage_root(tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    assert batch_io.normalize("in/a.jsonl", root, "input_uri") == str(root / "in/a.jsonl")
-    assert batch_io.normalize(f"file://{root}/a.jsonl", root, "x") == str(root / "a.jsonl")
-    assert batch_io.normalize("s3://bucket/a.jsonl", root, "x") == "s3://bucket/a.jsonl"
-    for bad in ("/etc/passwd", "../outside.jsonl", f"file://{tmp_path}/x.jsonl"):
-        with pytest.raises(errors.InvalidInput, match="input_uri .* outside the storage root"):
-            batch_io.normalize(bad, root, "input_uri")
-
-
 def req(**fields) -> BatchPredictCreate:
     return BatchPredictCreate.model_validate(
         {"input_uri": "in.jsonl", "output_uri": "out.jsonl"} | fields
     )
 
 
-def test_check_request_names_the_field(tmp_path):
+def test_check_request_reads_from_the_root_and_writes_under_outputs(tmp_path):
     (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n')
     checked = batch_io.check_request(req(), tmp_path)
     assert checked.input_uri == str(tmp_path / "in.jsonl")
-    assert checked.output_uri == str(tmp_path / "out.jsonl")
+    assert checked.output_uri == str(tmp_path / "outputs" / "out.jsonl")
+
+
+def test_check_request_names_the_field(tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n')
+    outputs = tmp_path / "outputs"
     (tmp_path / "dir").mkdir()
-    (tmp_path / "out.jsonl").write_text("old")
-    (tmp_path / "file").write_text("")
+    (outputs / "dir").mkdir(parents=True)
+    (outputs / "out.jsonl").write_text("old")
+    (outputs / "file").write_text("")
     cases = [
         (req(input_uri="missing.jsonl"), "input_uri 'missing.jsonl' does not exist"),
         (req(input_uri="dir"), "input_uri 'dir' is a directory"),
         (req(output_uri="dir"), "output_uri 'dir' is a directory"),
         (req(), "output_uri 'out.jsonl' exists; pass overwrite=true"),
         (req(output_uri="file/x.jsonl"), "output_uri 'file/x.jsonl': .* is not a directory"),
-        (req(output_uri=f"file://{tmp_path}/in.jsonl"), "output_uri must differ"),
+        (req(input_uri="outputs/out.jsonl", output_uri="out.jsonl"), "output_uri must differ"),
+        (req(output_uri=f"file://{tmp_path}/o.jsonl"), "output_uri .* is outside .*outputs"),
+        (req(output_uri="/etc/o.jsonl"), "output_uri .* outside the storage root"),
         (req(input_uri="nope://bucket/x"), "input_uri 'nope://bucket/x' cannot be opened"),
     ]
     for bad, message in cases:
