@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from cluster.schemas import (
@@ -23,7 +25,7 @@ from cluster.schemas import (
     Task,
     utcnow,
 )
-from cluster.serving import AppState
+from cluster.serving import AppState, RayServeGateway
 
 logger = logging.getLogger("modelyard.operator")
 
@@ -56,6 +58,7 @@ class Plan:
     removed: list[str] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, DeploymentConfig] = field(default_factory=dict)
+    forget: list[str] = field(default_factory=list)  # own apps gone from Serve, unwanted
 
 
 def settled(deployments: list[DeploymentRecord], tasks: list[Task], p: Plan) -> bool:
@@ -78,7 +81,14 @@ def desired_status(record: DeploymentRecord, alloc: Allocation, app: AppState | 
         return {"status": "ACTIVE", "error": None}
     if record.status == "ACTIVE" and alloc.running_replicas > 0:
         return {"status": "ACTIVE", "error": None}
+    if record.status == "ACTIVE" and app.status == "RUNNING" and _scales_to_zero(record):
+        # Waking from zero: the first requests wait in Serve's queue for the replica.
+        return {"status": "ACTIVE", "error": None}
     return {"status": "DEPLOYING", "error": alloc.reason}
+
+
+def _scales_to_zero(record: DeploymentRecord) -> bool:
+    return record.config.autoscaling is not None and record.config.autoscaling.min_replicas == 0
 
 
 def plan(
@@ -86,43 +96,71 @@ def plan(
     open_tasks: list[Task],
     apps: dict[str, AppState],
     allocations: dict[str, Allocation],
+    *,
+    owned: Collection[str] = (),
+    now: datetime | None = None,
+    deploy_timeout_s: float | None = None,
 ) -> Plan:
-    """Pure decision logic: compare desired with actual and say what to change."""
+    """Pure decision logic: compare desired with actual and say what to change.
+
+    ``owned`` names the Serve apps modelyard created (the registry's record): only those
+    are ever deleted, so a Serve app someone else runs on a shared cluster is left alone
+    even when its name looks like one of modelyard's.
+    """
     out = Plan()
+    owned = set(owned)
     wanted_apps = set()
     by_name = {d.name: d for d in deployments}
     for d in deployments:
         app = apps.get(d.serve_app)
         if d.status in RUNNING_STATES:
             wanted_apps.update(d.live_apps)
-            if app is None:
-                out.deploy.append(d)
-            elif (
-                d.rollout is None and d.applied_config is not None and d.config != d.applied_config
-            ):
-                out.deploy.append(d)  # an in-place config change (replicas, limits, batching)
-            if d.rollout is not None:
-                continue  # status stays UPDATING; the rollout's own step decides the rest
-            new = desired_status(d, allocations[d.serve_app], app)
-            if new["status"] != d.status or new.get("error") != d.error:
-                out.status[d.name] = new
+            _plan_running(d, app, allocations, owned, out)
         elif d.status == "DELETING":
-            present = [a for a in d.live_apps if a in apps]
+            present = [a for a in d.live_apps if a in apps and a in owned]
             if not present:
                 out.removed.append(d.name)
             out.delete += [a for a in present if apps[a].status != "DELETING"]
-    # Apps of versions no deployment serves any more (a delete that raced a restart).
+    # Apps of versions no deployment serves any more (a delete that raced a restart, a
+    # stopped or failed deployment's app): modelyard's own only.
     for name, app in apps.items():
-        m = APP_NAME_RE.match(name)
-        if m and name not in wanted_apps and app.status != "DELETING" and name not in out.delete:
-            owner = by_name.get(m["deployment"])
-            if owner is None or owner.status != "DELETING":
+        if name in owned and name not in wanted_apps and name not in out.delete:
+            m = APP_NAME_RE.match(name)
+            owner = by_name.get(m["deployment"]) if m else None
+            if app.status != "DELETING" and (owner is None or owner.status != "DELETING"):
                 out.delete.append(name)
+    out.forget = sorted(owned - wanted_apps - set(apps))
     for task in open_tasks:
-        update = _task_update(task, by_name, out, allocations)
+        update = _task_update(task, by_name, out, allocations, now, deploy_timeout_s)
         if update:
             out.tasks[task.id] = update
     return out
+
+
+def _plan_running(
+    d: DeploymentRecord,
+    app: AppState | None,
+    allocations: dict[str, Allocation],
+    owned: set[str],
+    out: Plan,
+) -> None:
+    if app is not None and d.serve_app not in owned and d.status in ("PENDING", "DEPLOYING"):
+        # Deploying would replace someone else's app of that name; never touch it.
+        out.status[d.name] = {
+            "status": "FAILED",
+            "error": f"a Serve app named '{d.serve_app}' that modelyard did not create runs "
+            "on this cluster; delete this deployment and pick another deployment_name",
+        }
+        return
+    if app is None:
+        out.deploy.append(d)
+    elif d.rollout is None and d.applied_config is not None and d.config != d.applied_config:
+        out.deploy.append(d)  # an in-place config change (replicas, limits, batching)
+    if d.rollout is not None:
+        return  # status stays UPDATING; the rollout's own step decides the rest
+    new = desired_status(d, allocations[d.serve_app], app)
+    if new["status"] != d.status or new.get("error") != d.error:
+        out.status[d.name] = new
 
 
 def _task_update(
@@ -130,23 +168,11 @@ def _task_update(
     by_name: dict[str, DeploymentRecord],
     out: Plan,
     allocations: dict[str, Allocation],
+    now: datetime | None = None,
+    deploy_timeout_s: float | None = None,
 ) -> dict[str, Any] | None:
     if task.kind == "deploy":
-        record = by_name.get(task.deployment_name or "")
-        if record is None or record.status == "DELETING":
-            return {"status": "canceled", "error": "the deployment was deleted"}
-        status = out.status.get(record.name, {}).get("status", record.status)
-        alloc = allocations.get(record.serve_app)
-        detail = {"allocation_state": alloc.allocation_state if alloc else None}
-        if status == "ACTIVE":
-            return {"status": "done", "detail": detail}
-        if status == "FAILED":
-            error = out.status.get(record.name, {}).get("error") or record.error
-            return {"status": "failed", "error": error, "detail": detail}
-        detail["reason"] = alloc.reason if alloc else None
-        if task.status == "pending" or any(task.detail.get(k) != v for k, v in detail.items()):
-            return {"status": "processing", "detail": detail}
-        return None
+        return _deploy_task_update(task, by_name, out, allocations, now, deploy_timeout_s)
     if task.kind == "delete":
         names = task.detail.get("deployments", [])
         left = [n for n in names if n in by_name and n not in out.removed]
@@ -157,30 +183,46 @@ def _task_update(
     return None
 
 
-class RayServeGateway:
-    """``ServeGateway`` backed by the real Serve controller."""
+def _deploy_task_update(
+    task: Task,
+    by_name: dict[str, DeploymentRecord],
+    out: Plan,
+    allocations: dict[str, Allocation],
+    now: datetime | None,
+    deploy_timeout_s: float | None,
+) -> dict[str, Any] | None:
+    record = by_name.get(task.deployment_name or "")
+    if record is None or record.status == "DELETING":
+        return {"status": "canceled", "error": "the deployment was deleted"}
+    status = out.status.get(record.name, {}).get("status", record.status)
+    alloc = allocations.get(record.serve_app)
+    detail = {"allocation_state": alloc.allocation_state if alloc else None}
+    if status == "ACTIVE":
+        return {"status": "done", "detail": detail}
+    if status == "FAILED":
+        error = out.status.get(record.name, {}).get("error") or record.error
+        return {"status": "failed", "error": error, "detail": detail}
+    detail["reason"] = alloc.reason if alloc else None
+    if now is not None and deploy_timeout_s is not None and status in ("PENDING", "DEPLOYING"):
+        waited = (now - task.created_at).total_seconds()
+        if waited >= deploy_timeout_s:
+            error = timeout_reason(alloc, deploy_timeout_s)
+            out.status[record.name] = {"status": "FAILED", "error": error}
+            return {"status": "failed", "error": error, "detail": detail}
+    if task.status == "pending" or any(task.detail.get(k) != v for k, v in detail.items()):
+        return {"status": "processing", "detail": detail}
+    return None
 
-    def applications(self) -> dict[str, AppState]:
-        from cluster import serving
 
-        return serving.applications()
-
-    def resources(self) -> tuple[dict[str, float], dict[str, float]]:
-        from cluster import serving
-
-        return serving.resources()
-
-    def deploy(
-        self, app_name: str, version: ModelVersion, config: DeploymentConfig, rolling: bool = False
-    ) -> None:
-        from cluster import serving
-
-        serving.deploy_app(app_name, version, config, rolling=rolling)
-
-    def delete(self, app_name: str) -> None:
-        from cluster import serving
-
-        serving.delete_app(app_name)
+def timeout_reason(alloc: Allocation | None, timeout_s: float) -> str:
+    """Why a deploy ended failed after waiting: what could not be placed or started."""
+    running = alloc.running_replicas if alloc else 0
+    target = alloc.target_replicas if alloc else 0
+    why = (alloc.reason if alloc else None) or "replicas were placed but did not become healthy"
+    return (
+        f"not ready within {timeout_s:g}s (MODELYARD_DEPLOY_TIMEOUT_S): {running} of {target} "
+        f"replicas running; {why}"
+    )
 
 
 class Operator:
@@ -193,8 +235,10 @@ class Operator:
         tick_s: float = 0.5,
         finetune: Any = None,
         batch: Any = None,
+        deploy_timeout_s: float | None = None,
     ):
         self._registry = registry
+        self._deploy_timeout_s = deploy_timeout_s
         self._finetune = finetune
         self._batch = batch
         self._gateway = gateway or RayServeGateway()
@@ -242,7 +286,10 @@ class Operator:
         import ray
 
         with self._lock:
-            deployments, tasks = ray.get(self._registry.reconcile_view.remote())
+            view_ref = self._registry.reconcile_view.remote()
+            owned_ref = self._registry.owned_serve_apps.remote()
+            (deployments, tasks), owned = ray.get([view_ref, owned_ref])
+            owned = set(owned)
             apps = self._gateway.applications()
             total, free = self._gateway.resources()
             from cluster.serving import allocation
@@ -250,7 +297,15 @@ class Operator:
             allocations = {
                 d.serve_app: allocation(apps.get(d.serve_app), total, free) for d in deployments
             }
-            p = plan(deployments, tasks, apps, allocations)
+            p = plan(
+                deployments,
+                tasks,
+                apps,
+                allocations,
+                owned=owned,
+                now=utcnow(),
+                deploy_timeout_s=self._deploy_timeout_s,
+            )
             self._apply(p, {d.name: d.status for d in deployments})
             if self._finetune is not None:
                 self._finetune.tick([t for t in tasks if t.kind == "fine_tuning"])
@@ -262,22 +317,24 @@ class Operator:
                 view = ray.get(self._registry.ingress_view.remote())
                 for d in rolling:
                     green = apps.get(d.rollout.green_app)
-                    self._step_rollout(d, green, allocation(green, total, free), view)
+                    alloc = allocation(green, total, free)
+                    self._step_rollout(d, green, alloc, view, d.rollout.green_app in owned)
             return p
 
-    def _step_rollout(self, record, green, green_alloc, view) -> None:
+    def _step_rollout(self, record, green, green_alloc, view, green_owned: bool = True) -> None:
         import ray
 
         from cluster.rollout import step
 
         r = record.rollout
-        out = step(record, green, green_alloc, view, utcnow())
+        out = step(record, green, green_alloc, view, utcnow(), green_owned=green_owned)
         if out.deploy:
             version = r.from_version if out.deploy == "blue_in_place" else r.to_version
             spec = ray.get(self._registry.get_version.remote(record.model_id, version))
             config = record.config if out.deploy == "blue_in_place" else r.config
             rolling = out.deploy != "green"
             try:
+                self._own(r.green_app, record.name)
                 self._gateway.deploy(r.green_app, spec, config, rolling=rolling)
             except Exception as exc:
                 logger.exception("deploy of %s failed", r.green_app)
@@ -298,6 +355,7 @@ class Operator:
         for record in p.deploy:
             try:
                 version = ray.get(reg.get_version.remote(record.model_id, record.model_version))
+                self._own(record.serve_app, record.name)
                 self._gateway.deploy(record.serve_app, version, record.config)
                 p.applied[record.name] = record.config
             except Exception as exc:  # a bad artifact or config: record it, do not retry
@@ -310,11 +368,24 @@ class Operator:
         updates = [reg.observe_deployment.remote(n, seen[n], **f) for n, f in p.status.items()]
         updates += [reg.remove_deployment.remote(n) for n in p.removed]
         updates += [reg.update_task.remote(t, **f) for t, f in p.tasks.items()]
+        if p.forget:
+            updates.append(reg.forget_serve_apps.remote(p.forget))
         ray.get(updates)
+
+    def _own(self, app_name: str, deployment: str) -> None:
+        """Record an app as modelyard's before Serve hears of it, so a crash between the
+        two can leave only a record without an app (forgotten later), never an app that
+        nothing would clean up."""
+        import ray
+
+        ray.get(self._registry.record_serve_app.remote(app_name, deployment))
 
 
 def get_or_create_operator(
-    head_node_id: str | None = None, storage_root: str = "", dashboard_url: str | None = None
+    head_node_id: str | None = None,
+    storage_root: str = "",
+    dashboard_url: str | None = None,
+    deploy_timeout_s: float | None = None,
 ):
     import ray
 
@@ -328,6 +399,10 @@ def get_or_create_operator(
     registry = registry_handle()
     finetune = FineTuneRunner(registry, storage_root, dashboard_url) if storage_root else None
     batch = BatchRunner(registry, dashboard_url)
-    actor = ray.remote(Operator).options(**options).remote(registry, None, 0.5, finetune, batch)
+    actor = (
+        ray.remote(Operator)
+        .options(**options)
+        .remote(registry, None, 0.5, finetune, batch, deploy_timeout_s)
+    )
     ray.get(actor.ping.remote(), timeout=60)
     return actor

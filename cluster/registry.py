@@ -342,6 +342,43 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
             self._async.get(task_id).model_dump(exclude={"deployment", "request", "attempts"})
         )
 
+    # ------------------------------------------------------------ Serve apps modelyard made
+    # Only these are ever deleted (by the operator, by `modelyard down`), so a shared
+    # cluster's other Serve apps are left alone whatever their names.
+
+    def _serve_apps(self) -> dict[str, Any]:
+        if getattr(self, "_own_apps", None) is None:
+            from cluster.schemas.deployments import ServeApp
+
+            self._own_apps = dict(self._store.load("serve_apps", ServeApp))
+            if not self._own_apps:
+                # A database from before apps were recorded: its deployments' apps are its own.
+                for d in self._deployments.values():
+                    for app in d.live_apps:
+                        self.record_serve_app(app, d.name)
+        return self._own_apps
+
+    def owned_serve_apps(self) -> list[str]:
+        return list(self._serve_apps())
+
+    def record_serve_app(self, name: str, deployment: str) -> None:
+        from cluster.schemas.deployments import ServeApp
+
+        apps = self._serve_apps()
+        if name not in apps:
+            app = ServeApp(name=name, deployment=deployment)
+            self._store.put("serve_apps", name, app)
+            apps[name] = app
+
+    def forget_serve_apps(self, names: list[str]) -> None:
+        apps = self._serve_apps()
+        for name in names:
+            if name in apps:
+                self._store.delete("serve_apps", name)
+                del apps[name]
+
+    # ------------------------------------------------------------ end of Serve apps
+
 
 def get_or_create_registry(
     db_path: str | Path, head_node_id: str | None = None, result_ttl_s: float = 86400

@@ -53,20 +53,30 @@ def step(
     green_alloc: Allocation,
     view: dict,
     now: datetime,
+    green_owned: bool = True,
 ) -> Step:
+    """One tick of one rollout. ``green_owned`` is False when an app of green's name exists
+    that modelyard did not create: the swap fails rather than route to it or replace it."""
     r = record.rollout
     assert r is not None
     if green is None and r.phase in ("shifting", "draining"):
         # The new version's app is gone (a whole-cluster restart): all traffic back on the
         # serving version, and the swap starts over from a fresh copy.
         return Step(
-            record={**_set(r, phase="starting", step_index=-1), "traffic": {}},
+            record={**_set(r, phase="starting", step_index=-1, step_started_at=now), "traffic": {}},
             task={"status": "processing", "detail": {"phase": "starting"}},
             events=[("rollout_restarted", f"v{r.to_version}'s app vanished; starting over", {})],
         )
     if r.options.strategy == "in_place":
-        return _in_place(record, r, green, now)
+        return _in_place(record, r, green, green_alloc, now)
     if r.phase == "starting":
+        if green is not None and not green_owned:
+            return _failed(
+                r,
+                f"a Serve app named '{r.green_app}' that modelyard did not create runs on this "
+                "cluster; delete it, then swap again",
+                delete=False,
+            )
         return _starting(r, green, green_alloc, view, now)
     if r.phase == "shifting":
         return _shifting(r, view, now)
@@ -78,20 +88,42 @@ def step(
 def _starting(
     r: RolloutState, green: AppState | None, alloc: Allocation, view: dict, now: datetime
 ) -> Step:
+    if alloc.allocation_state == "failed":
+        return _failed(r, f"version {r.to_version} failed to start: {alloc.reason}")
+    ready = green is not None and alloc.allocation_state == "fully_allocated"
+    if ready and green.status == "RUNNING":
+        return _enter_step(r, 0, view, now)
+    if _waited(r, now) >= r.options.start_timeout_s:
+        return _failed(r, not_started_reason(r, alloc), delete=green is not None)
     if green is None:
         return Step(deploy="green", task={"status": "processing", "detail": {"phase": "starting"}})
-    if alloc.allocation_state == "failed":
-        reason = f"version {r.to_version} failed to start: {alloc.reason}"
-        return Step(
-            record={"rollout": None, "pending_model_version": None, "traffic": {}},
-            delete=[r.green_app],
-            task={"status": "failed", "error": reason, "detail": {"phase": "starting"}},
-            events=[("rollout_failed", reason, {"to_version": r.to_version})],
-        )
-    if alloc.allocation_state != "fully_allocated" or green.status != "RUNNING":
-        detail = {"phase": "starting", "green_allocation": alloc.allocation_state}
-        return Step(task={"status": "processing", "detail": {**detail, "reason": alloc.reason}})
-    return _enter_step(r, 0, view, now)
+    detail = {"phase": "starting", "green_allocation": alloc.allocation_state}
+    return Step(task={"status": "processing", "detail": {**detail, "reason": alloc.reason}})
+
+
+def _waited(r: RolloutState, now: datetime) -> float:
+    """Seconds since the new version was (last) asked for."""
+    return (now - (r.step_started_at or r.started_at)).total_seconds()
+
+
+def not_started_reason(r: RolloutState, alloc: Allocation) -> str:
+    """What kept the new version from starting in time, in words a user can act on."""
+    why = alloc.reason or "its replicas were placed but did not become healthy"
+    return (
+        f"version {r.to_version} did not start within {r.options.start_timeout_s:g}s "
+        f"(rollout.start_timeout_s): {alloc.running_replicas} of {alloc.target_replicas} "
+        f"replicas running; {why}"
+    )
+
+
+def _failed(r: RolloutState, reason: str, delete: bool = True) -> Step:
+    """The swap ends failed before green got any traffic: blue keeps all of it."""
+    return Step(
+        record={"rollout": None, "pending_model_version": None, "traffic": {}},
+        delete=[r.green_app] if delete else [],
+        task={"status": "failed", "error": reason, "detail": {"phase": "starting"}},
+        events=[("rollout_failed", reason, {"to_version": r.to_version})],
+    )
 
 
 def _enter_step(r: RolloutState, index: int, view: dict, now: datetime) -> Step:
@@ -238,7 +270,11 @@ def _finish_when_drained(
 
 
 def _in_place(
-    record: DeploymentRecord, r: RolloutState, app: AppState | None, now: datetime
+    record: DeploymentRecord,
+    r: RolloutState,
+    app: AppState | None,
+    alloc: Allocation,
+    now: datetime,
 ) -> Step:
     if r.phase == "starting":
         return Step(
@@ -246,28 +282,35 @@ def _in_place(
             record=_set(r, phase="shifting", step_started_at=now),
             task={"status": "processing", "detail": {"phase": "replacing"}},
         )
-    started = r.step_started_at.timestamp() if r.step_started_at else 0.0
-    if app is not None and app.status == "DEPLOY_FAILED" and r.phase == "shifting":
-        reason = f"version {r.to_version} failed to start: {app.message or app.deployment_message}"
-        return Step(
-            deploy="blue_in_place",
-            record=_set(
-                r, phase="aborting", abort_reason=reason, abort_status="failed", step_started_at=now
-            ),
-            events=[("rollback", reason, {})],
-        )
-    replaced = (
-        app is not None
-        and app.status == "RUNNING"
-        and app.target_replicas > 0
-        and all(
-            float(rep.get("start_time_s") or 0) >= started
-            and str(getattr(rep.get("state"), "value", rep.get("state"))) == "RUNNING"
-            for rep in app.replicas
-        )
-        and len(app.replicas) == app.target_replicas
-    )
+    replaced = _replaced(r, app)
+    if r.phase == "shifting":
+        reason = None
+        if app is not None and app.status == "DEPLOY_FAILED":
+            reason = f"version {r.to_version} failed to start: "
+            reason += app.message or app.deployment_message
+        elif not replaced and _waited(r, now) >= r.options.start_timeout_s:
+            reason = not_started_reason(r, alloc)
+        if reason:
+            return Step(
+                deploy="blue_in_place",
+                record=_set(
+                    r,
+                    phase="aborting",
+                    abort_reason=reason,
+                    abort_status="failed",
+                    step_started_at=now,
+                ),
+                events=[("rollback", reason, {})],
+            )
     if not replaced:
+        if r.phase == "aborting" and _waited(r, now) >= r.options.start_timeout_s:
+            # Serve keeps bringing the old version's replicas back; the task ends anyway.
+            error = f"{r.abort_reason}; v{r.from_version} was not fully restored within "
+            error += f"{r.options.start_timeout_s:g}s: {alloc.reason or 'replicas starting'}"
+            return Step(
+                record={"rollout": None, "pending_model_version": None},
+                task={"status": "failed", "error": error},
+            )
         return Step(task={"status": "processing", "detail": {"phase": "replacing"}})
     if r.phase == "aborting":
         return Step(
@@ -285,4 +328,19 @@ def _in_place(
         },
         task={"status": "done", "detail": {"phase": "done", "duration_s": round(took, 2)}},
         events=[("rollout_done", f"now serving v{r.to_version} (in place)", {"duration_s": took})],
+    )
+
+
+def _replaced(r: RolloutState, app: AppState | None) -> bool:
+    """Every replica of the app started after this phase began, and is running."""
+    if app is None or app.status != "RUNNING":
+        return False
+    started = r.step_started_at.timestamp() if r.step_started_at else 0.0
+    if app.target_replicas == 0:
+        # Scaled to zero: nothing to replace once Serve holds the new config.
+        return not app.replicas and (app.last_deployed or 0.0) >= started
+    return len(app.replicas) == app.target_replicas and all(
+        float(rep.get("start_time_s") or 0) >= started
+        and str(getattr(rep.get("state"), "value", rep.get("state"))) == "RUNNING"
+        for rep in app.replicas
     )

@@ -235,6 +235,10 @@ def allocation(app: AppState | None, total: dict[str, float], free: dict[str, fl
         alloc_state = "failed"
     elif running and running >= app.target_replicas:
         alloc_state = "fully_allocated"
+    elif app.target_replicas == 0 and app.status == "RUNNING":
+        # Scaled to zero (autoscaling.min_replicas 0): Serve reports the app RUNNING with
+        # nothing to place, which is every replica it wants.
+        alloc_state = "fully_allocated"
     elif running:
         alloc_state = "started"
     else:
@@ -297,3 +301,21 @@ def resources() -> tuple[dict[str, float], dict[str, float]]:
     import ray
 
     return ray.cluster_resources(), ray.available_resources()
+
+
+class RayServeGateway:
+    """The operator's ``ServeGateway`` backed by the real Serve controller."""
+
+    def applications(self) -> dict[str, AppState]:
+        return applications()
+
+    def resources(self) -> tuple[dict[str, float], dict[str, float]]:
+        return resources()
+
+    def deploy(
+        self, app_name: str, version: ModelVersion, config: DeploymentConfig, rolling: bool = False
+    ) -> None:
+        deploy_app(app_name, version, config, rolling=rolling)
+
+    def delete(self, app_name: str) -> None:
+        delete_app(app_name)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 
-TABLES = ("models", "versions", "deployments", "tasks", "events", "async_tasks")
+TABLES = ("models", "versions", "deployments", "tasks", "events", "async_tasks", "serve_apps")
 
 
 class Store:

@@ -24,8 +24,14 @@ class Resources(Schema):
 
 
 class Autoscaling(Schema):
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=1, ge=1)
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="Replicas kept when idle; 0 scales to zero and the first request "
+        "starts one (it waits for the model to load, within request_timeout_s).",
+    )
+    max_replicas: int = Field(default=1, ge=1, le=1024)
     target_ongoing_requests: float = Field(default=8, gt=0)
 
     @model_validator(mode="after")
@@ -106,6 +112,13 @@ class RolloutOptions(Schema):
     max_p99_latency_ms: float | None = Field(default=None, gt=0)
     min_requests_per_step: int = Field(default=20, ge=0)
     strategy: Literal["green", "in_place"] = "green"
+    start_timeout_s: float = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="How long the new version may take to have every replica placed and "
+        "healthy; past it the swap fails with the reason and traffic stays on the old one.",
+    )
 
     @model_validator(mode="after")
     def _steps(self) -> RolloutOptions:
@@ -202,6 +215,16 @@ class DeploymentRecord(Schema):
 def app_name(deployment: str, version: int, seq: int = 0) -> str:
     """Each served version is its own Serve app, so two versions can run side by side."""
     return f"{deployment}--v{version}" + (f"-{seq}" if seq else "")
+
+
+class ServeApp(Schema):
+    """A Serve app modelyard created, recorded before it is submitted: the operator and
+    ``modelyard down`` delete only these, never a Serve app someone else runs on a shared
+    cluster, whatever its name."""
+
+    name: str
+    deployment: str
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class ReplicaView(Schema):
