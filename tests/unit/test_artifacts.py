@@ -42,6 +42,12 @@ def test_file_uri(tmp_path):
     assert resolve(f"file://{weights}") == weights
 
 
+def test_file_uri_is_decoded_once(tmp_path):
+    weights = tmp_path / "my w%41.pt"
+    weights.write_bytes(b"x")
+    assert resolve(f"file://{tmp_path}/my%20w%2541.pt") == weights
+
+
 def test_home_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "w.pt").write_bytes(b"x")
