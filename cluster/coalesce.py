@@ -14,6 +14,9 @@ large batches.
 The deployment's limits keep their meaning: at most ``replicas * max_ongoing_requests``
 requests are in replicas at once, at most ``max_queued_requests`` wait here, and the next
 one is answered 429 at once.
+
+A batch whose replica dies under it is sent once more (predictions are idempotent, and
+Serve sends the second call to another replica); a second failure goes to its waiters.
 """
 
 from __future__ import annotations
@@ -68,17 +71,26 @@ class _Item:
 
 
 class Batcher:
-    """One per Serve app. ``send`` makes the call; its exceptions fail that batch only."""
+    """One per Serve app. ``send`` makes the call; its exceptions fail that batch only,
+    except those ``retry_on`` accepts, after which the batch is sent once more."""
 
-    def __init__(self, name: str, send: Send, limits: Limits) -> None:
+    def __init__(
+        self,
+        name: str,
+        send: Send,
+        limits: Limits,
+        retry_on: Callable[[BaseException], bool] | None = None,
+    ) -> None:
         self.name = name
         self.limits = limits
         self._send = send
+        self._retry_on = retry_on
         self._waiting: deque[_Item] = deque()
         self._in_flight = 0  # requests inside calls that have not answered yet
         self._calls = 0
         self.batches = 0
         self.batched = 0
+        self.resent = 0  # batches sent a second time after their replica died
 
     @property
     def waiting(self) -> int:
@@ -142,8 +154,16 @@ class Batcher:
             asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch: list[_Item]) -> None:
+        sent = batch
         try:
-            answers = await self._send([item.args for item in batch])
+            try:
+                answers = await self._send([item.args for item in sent])
+            except Exception as exc:
+                if self._retry_on is None or not self._retry_on(exc):
+                    raise
+                sent = [item for item in batch if not item.future.done()]  # not timed out
+                self.resent += 1
+                answers = await self._send([item.args for item in sent]) if sent else []
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
             for item in batch:
                 if not item.future.done():
@@ -151,7 +171,7 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise
         else:
-            for item, answer in zip(batch, answers, strict=True):
+            for item, answer in zip(sent, answers, strict=True):
                 if not item.future.done():
                     item.future.set_result(answer)
         finally:

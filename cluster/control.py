@@ -7,12 +7,15 @@ its constructor and does one thing per method.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from cluster import errors, serving
+from cluster.gateway import OPERATOR_TIMEOUT_S, ActorGateway
 from cluster.metrics import Metrics
-from cluster.routing import Route, Router
+from cluster.routing import Route, Router, registry_gateway, replica_lost
 from cluster.schemas import (
     FINAL_TASK_STATES,
     ClusterPublic,
@@ -26,6 +29,12 @@ from cluster.schemas import (
     Task,
 )
 
+logger = logging.getLogger("modelyard.control")
+T = TypeVar("T")
+# Serve's controller and the GCS answer the allocation and cluster views; they get a bound
+# of their own, like the registry, so a busy controller gives a 503 rather than a hang.
+SERVE_READ_TIMEOUT_S = 10.0
+
 
 def _reached(wait_for: str, task: Task) -> bool:
     if wait_for == "none" or task.status in FINAL_TASK_STATES:
@@ -38,20 +47,43 @@ def _reached(wait_for: str, task: Task) -> bool:
     return state == "fully_allocated"
 
 
+def operator_gateway(operator: Any) -> ActorGateway:
+    """The operator handle behind a bounded gateway (``MODELYARD_OPERATOR_TIMEOUT_S``)."""
+    if isinstance(operator, ActorGateway):
+        return operator
+    from cluster.settings import OPERATOR_ACTOR
+
+    return ActorGateway(OPERATOR_ACTOR, operator, OPERATOR_TIMEOUT_S)
+
+
+async def _bounded(aw: Awaitable[T], what: str, timeout_s: float = SERVE_READ_TIMEOUT_S) -> T:
+    try:
+        return await asyncio.wait_for(aw, timeout_s)
+    except TimeoutError:
+        raise errors.Unavailable(
+            f"{what} did not answer within {timeout_s:g}s; retry shortly", retry_after_s=2.0
+        ) from None
+
+
 class ControlPlane:
     def __init__(self, registry: Any, operator: Any, router: Router, metrics: Metrics) -> None:
-        self.registry = registry
-        self.operator = operator
+        # One gateway per actor, shared with the router, so a registry found again under its
+        # name serves both.
+        shared = router.registry
+        same = registry is shared or registry is shared.handle
+        self.registry = shared if same else registry_gateway(registry)
+        self.operator = operator_gateway(operator)
         self.router = router
         self.metrics = metrics
         self._async_worker: Any = None
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """One registry call; the registry's own errors come back as themselves."""
+        """One registry call, bounded (503 when the registry cannot answer now); the
+        registry's own errors come back as themselves."""
         from cluster.http import unwrap
 
         try:
-            return await getattr(self.registry, method).remote(*args, **kwargs)
+            return await self.registry.call(method, *args, **kwargs)
         except Exception as exc:
             raise unwrap(exc) from None
 
@@ -70,10 +102,11 @@ class ControlPlane:
             self._async_worker = None
 
     async def operator_call(self, method: str, *args: Any) -> Any:
+        """One operator call, bounded like ``call``."""
         from cluster.http import unwrap
 
         try:
-            return await getattr(self.operator, method).remote(*args)
+            return await self.operator.call(method, *args)
         except Exception as exc:
             raise unwrap(exc) from None
 
@@ -101,7 +134,7 @@ class ControlPlane:
         """Start a swap after checking that the cluster has room for the new copy."""
         refusal = None
         if options.strategy == "green":
-            _, free = await asyncio.to_thread(serving.resources)
+            _, free = await _bounded(asyncio.to_thread(serving.resources), "Ray's GCS")
             need = serving.replica_demand(config, config.replicas_wanted)
             short = serving.shortage(need, free)
             if short:
@@ -157,8 +190,8 @@ class ControlPlane:
 
     async def describe_many(self, records: list[DeploymentRecord]) -> list[DeploymentPublic]:
         """Records with their allocation views, from one read of Serve and of resources."""
-        apps = await serving.applications_async()
-        total, free = await asyncio.to_thread(serving.resources)
+        apps = await _bounded(serving.applications_async(), "Serve's controller")
+        total, free = await _bounded(asyncio.to_thread(serving.resources), "Ray's GCS")
         out = []
         for record in records:
             alloc = serving.allocation(apps.get(record.serve_app), total, free)
@@ -183,7 +216,7 @@ class ControlPlane:
         return await self.describe(record)
 
     async def cluster(self) -> ClusterPublic:
-        return await asyncio.to_thread(serving.cluster_view)
+        return await _bounded(asyncio.to_thread(serving.cluster_view), "Ray's GCS")
 
     async def predict(
         self, name: str, req: PredictRequest, version: int | None = None
@@ -229,10 +262,23 @@ class ControlPlane:
         return out
 
     async def _call_one(self, route: Route, app: str, args: dict[str, Any]) -> dict[str, Any]:
-        """One request, one call: Serve batches it in the replica (autoscaling deployments)."""
+        """One request, one call: Serve batches it in the replica (autoscaling deployments).
+        A replica that dies with the request gets it sent once more, within the same time
+        budget; Serve routes the second call to another replica."""
+        deadline = time.monotonic() + route.request_timeout_s
+        try:
+            return await self._send_one(route, app, args, route.request_timeout_s)
+        except Exception as exc:
+            if not replica_lost(exc):
+                raise
+        return await self._send_one(route, app, args, max(0.0, deadline - time.monotonic()))
+
+    async def _send_one(
+        self, route: Route, app: str, args: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
         response = self.router.handle(app).remote(args)
         try:
-            return await asyncio.wait_for(response, timeout=route.request_timeout_s)
+            return await asyncio.wait_for(response, timeout=timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
             raise errors.UpstreamTimeout(
@@ -242,10 +288,16 @@ class ControlPlane:
 
 
 def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:
-    from ray.serve.exceptions import BackPressureError
+    """What a failed call to a model app answers. Serve's and Ray's texts can name hosts,
+    files and internals: they go to the log, never into the answer."""
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     from cluster.http import unwrap
 
+    if replica_lost(exc):  # before unwrap: an ActorDiedError carries a `cause` of its own
+        return errors.Unavailable(
+            f"deployment '{name}' lost the replica serving the request, twice; retry shortly"
+        )
     inner = unwrap(exc)
     if isinstance(inner, BackPressureError):
         return errors.Overloaded(
@@ -255,7 +307,12 @@ def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:
         )
     if isinstance(inner, errors.ModelyardError):
         return inner
-    return errors.NotReady(f"deployment '{name}' could not serve the request: {inner}")
+    if isinstance(inner, DeploymentUnavailableError):
+        return errors.NotReady(f"deployment '{name}' failed to deploy; see its status")
+    logger.error("deployment %r could not serve a request", name, exc_info=exc)
+    return errors.NotReady(
+        f"deployment '{name}' could not serve the request; the ingress log has the cause"
+    )
 
 
 async def _fetch_args(url: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ ModelyardError                 500
  +-- Conflict                  409
  +-- Overloaded                429  (queue full; carries retry_after_s)
  +-- PredictorFailed           500  (the model code raised; carries its traceback)
- +-- NotReady                  503
+ +-- NotReady                  503  (carries retry_after_s when waiting helps)
+ |    +-- Unavailable          503  (a control actor or replica cannot be reached now)
  +-- UpstreamTimeout           504
 """
 
@@ -75,6 +76,18 @@ class PredictorFailed(ModelyardError):
 class NotReady(ModelyardError):
     status_code = 503
     error_type = "not_ready"
+
+    # None: retrying as is will not help (a stopped deployment needs a start).
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(NotReady):
+    error_type = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: float | None = 1.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
 class UpstreamTimeout(ModelyardError):

@@ -24,6 +24,7 @@ from cluster.api.deps import get_key_digest
 from cluster.settings import key_digest
 
 logger = logging.getLogger("modelyard.http")
+INTERNAL_MESSAGE = "internal error; the server log has the details under this request_id"
 
 
 def request_id(request: Request) -> str:
@@ -33,13 +34,14 @@ def request_id(request: Request) -> str:
 def error_body(
     status: int, error_type: str, message: str, request_id: str, /, **extra: object
 ) -> tuple[dict, dict[str, str]]:
-    """The JSON error body and its headers (``Retry-After`` on a 429)."""
+    """The JSON error body and its headers (``Retry-After`` on a 429, and on a 503 that
+    says when to come back)."""
     # Positional-only: a predictor failure's body carries its own "status": "FAILURE".
     body: dict = {"error": {"type": error_type, "message": message, "request_id": request_id}}
-    retry_after = extra.pop("retry_after_s", 1)
+    retry_after = extra.pop("retry_after_s", 1 if status == 429 else None)
     body.update(extra)
     headers = {}
-    if status == 429:
+    if retry_after is not None and status in (429, 503):
         headers["Retry-After"] = str(max(1, round(float(retry_after))))  # type: ignore[arg-type]
     return body, headers
 
@@ -109,8 +111,12 @@ def install_error_handlers(app: FastAPI) -> None:
         inner = unwrap(exc)
         if isinstance(inner, errors.ModelyardError):
             return _answer(request, inner)
-        logger.exception("unhandled error")
-        return error_response(request, 500, "internal_error", f"{type(inner).__name__}: {inner}")
+        # The exception's text can name files and internals: it goes to the log only, and
+        # the answer carries the request id that finds it there.
+        rid = request_id(request)
+        logger.error("unhandled error (request %s)", rid, exc_info=inner)
+        body, headers = error_body(500, "internal_error", INTERNAL_MESSAGE, rid)
+        return JSONResponse(body, status_code=500, headers=headers)
 
 
 def _answer(request: Request, exc: errors.ModelyardError) -> JSONResponse:
@@ -120,7 +126,7 @@ def _answer(request: Request, exc: errors.ModelyardError) -> JSONResponse:
 def _extra(exc: errors.ModelyardError) -> dict:
     if isinstance(exc, errors.PredictorFailed):
         return {"status": "FAILURE", "traceback": exc.traceback}
-    if isinstance(exc, errors.Overloaded):
+    if isinstance(exc, (errors.Overloaded, errors.NotReady)) and exc.retry_after_s is not None:
         return {"retry_after_s": exc.retry_after_s}
     return {}
 

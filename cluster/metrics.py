@@ -65,7 +65,14 @@ STAT_BUCKETS_MS = (
     1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750,
     1000, 1500, 2000, 3000, 5000, 7500, 10000, 20000, 60000,
 )  # fmt: skip
-ERROR_OUTCOMES = {"predictor_error", "timeout", "not_ready", "internal_error", "error"}
+ERROR_OUTCOMES = {
+    "predictor_error",
+    "timeout",
+    "not_ready",
+    "unavailable",
+    "internal_error",
+    "error",
+}
 
 
 class AppStats:

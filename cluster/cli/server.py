@@ -52,6 +52,10 @@ PredictUrlTimeout = Annotated[
     float | None,
     typer.Option(help="Seconds to fetch a predict url (MODELYARD_PREDICT_URL_TIMEOUT_S)."),
 ]
+DeployTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds a deploy may take to be ready (env MODELYARD_DEPLOY_TIMEOUT_S)."),
+]
 DirectIngress = Annotated[
     bool | None,
     typer.Option(
@@ -109,6 +113,7 @@ def up(
     api_key: ApiKey = None,
     direct_ingress: DirectIngress = None,
     async_result_ttl_s: AsyncResultTtl = None,
+    deploy_timeout_s: DeployTimeout = None,
     predict_url_http: PredictUrlHttp = None,
     predict_url_max_bytes: PredictUrlMaxBytes = None,
     predict_url_timeout_s: PredictUrlTimeout = None,
@@ -128,6 +133,7 @@ def up(
         api_key=api_key,
         direct_ingress=direct_ingress,
         async_result_ttl_s=async_result_ttl_s,
+        deploy_timeout_s=deploy_timeout_s,
         predict_url_http=predict_url_http,
         predict_url_max_bytes=predict_url_max_bytes,
         predict_url_timeout_s=predict_url_timeout_s,
@@ -188,7 +194,8 @@ def down(
     ray_address: RayAddress = None,
     stop_ray: Annotated[bool, typer.Option(help="Also run 'ray stop' on this machine.")] = True,
 ) -> None:
-    """Stop serving and remove the control actors; the registry database is kept."""
+    """Stop serving: delete modelyard's Serve apps and control actors, leave other Serve apps
+    on the cluster alone; the registry database is kept."""
     from cluster.bootstrap import stop_control_plane
 
     settings = _settings(ray_address=ray_address)
@@ -197,8 +204,13 @@ def down(
     except (ConnectionError, RuntimeError):
         console.print("no running Ray cluster found; nothing to stop")
         return
-    stop_control_plane()
-    console.print("modelyard stopped")
+    report = stop_control_plane(settings.db_path)
+    console.print(
+        f"modelyard stopped: deleted {', '.join(report.deleted) or 'no Serve apps'} "
+        f"(modelyard's apps from {report.source})"
+    )
+    if report.left:
+        console.print(f"left running (not modelyard's): {', '.join(report.left)}")
     if stop_ray and not settings.ray_address:
         import ray
 

@@ -129,3 +129,80 @@ def test_limits_from_a_deployment_config():
     }
     autoscaled = DeploymentConfig(autoscaling={"min_replicas": 1, "max_replicas": 4})
     assert ingress_limits(autoscaled) is None
+
+
+class DyingReplica(FakeReplica):
+    """Fails its first ``deaths`` calls with ``error``, then answers."""
+
+    def __init__(self, deaths: int, error: Exception) -> None:
+        super().__init__(delay_s=0.01)
+        self.deaths = deaths
+        self.error = error
+
+    async def send(self, batch: list[dict]) -> list[dict]:
+        if self.deaths > 0:
+            self.deaths -= 1
+            self.batches.append(batch)
+            raise self.error
+        return await super().send(batch)
+
+
+def lost(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionError)
+
+
+def test_a_batch_whose_replica_died_is_sent_once_more_and_answers():
+    replica = DyingReplica(deaths=1, error=ConnectionError("replica gone"))
+    batcher = Batcher("d", replica.send, Limits(), retry_on=lost)
+
+    async def main():
+        return await asyncio.gather(*(batcher.submit({"i": i}, 5) for i in range(3)))
+
+    answers = run(main())
+    assert [a["result"] for a in answers] == [0, 1, 2]
+    assert batcher.resent == 1
+    died = replica.batches[0]
+    assert replica.batches.count(died) == 2  # the same requests, sent again
+    assert batcher._in_flight == 0 and batcher._calls == 0  # slots all given back
+
+
+def test_a_second_death_reaches_the_waiters_and_there_is_no_third_try():
+    replica = DyingReplica(deaths=5, error=ConnectionError("replica gone"))
+    batcher = Batcher("d", replica.send, Limits(), retry_on=lost)
+    with pytest.raises(ConnectionError):
+        run(batcher.submit({"i": 1}, 5))
+    assert len(replica.batches) == 2
+    assert batcher._in_flight == 0
+
+
+def test_other_failures_are_not_resent():
+    replica = DyingReplica(deaths=1, error=RuntimeError("bug in the call"))
+    batcher = Batcher("d", replica.send, Limits(), retry_on=lost)
+    with pytest.raises(RuntimeError):
+        run(batcher.submit({"i": 1}, 5))
+    assert len(replica.batches) == 1 and batcher.resent == 0
+
+
+def test_a_request_that_timed_out_is_not_resent():
+    class SlowDeath(FakeReplica):
+        calls = 0
+
+        async def send(self, batch):
+            self.calls += 1
+            self.batches.append(batch)
+            if self.calls == 1:
+                await asyncio.sleep(0.2)  # past the request's 0.05 s
+                raise ConnectionError("replica gone")
+            return [{"ok": True, "result": a["i"]} for a in batch]
+
+    replica = SlowDeath()
+    batcher = Batcher("d", replica.send, Limits(), retry_on=lost)
+
+    async def main():
+        with pytest.raises(errors.UpstreamTimeout):
+            await batcher.submit({"i": 1}, 0.05)
+        await asyncio.sleep(0.3)
+
+    run(main())
+    assert replica.batches == [[{"i": 1}]]
+    assert batcher._in_flight == 0

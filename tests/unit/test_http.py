@@ -16,6 +16,7 @@ from cluster.schemas import DeploymentConfig
 from cluster.settings import key_digest
 
 KEY = "k"
+SECRET_TRACEBACK = 'Traceback (most recent call last):\n  File "/srv/modelyard/worker.py"'
 
 
 class Body(BaseModel):
@@ -33,6 +34,8 @@ RAISES = {
     "overloaded-fast": errors.Overloaded("queue full", retry_after_s=0.1),
     "predictor": errors.PredictorFailed("model raised", traceback="Traceback ...\nValueError"),
     "not-ready": errors.NotReady("starting"),
+    "not-ready-soon": errors.NotReady("no replica yet", retry_after_s=2.0),
+    "unavailable": errors.Unavailable("registry restarting"),
     "timeout": errors.UpstreamTimeout("too slow"),
     "generic": errors.ModelyardError("oops"),
 }
@@ -71,6 +74,13 @@ def client():
     @app.get("/wrapped")
     def wrapped():
         raise Wrapped(errors.NotFound("inside an actor"))
+
+    @app.get("/ray-task-error")
+    def ray_task_error():
+        from ray.exceptions import RayTaskError
+
+        cause = OSError("[Errno 13] Permission denied: '/srv/modelyard/registry.db'")
+        raise RayTaskError("get_task", SECRET_TRACEBACK, cause).as_instanceof_cause()
 
     @app.get("/secret", dependencies=[Depends(require_key)])
     def secret() -> dict:
@@ -168,11 +178,31 @@ def test_unknown_route_is_json_404(client):
     assert error_of(resp)["type"] == "http_error"
 
 
-def test_unhandled_exception_is_500_json(client):
-    resp = client.get("/crash", headers={"X-Request-ID": "r1"})
+def test_unhandled_exception_is_500_json_without_its_text(client, caplog):
+    with caplog.at_level("ERROR", logger="modelyard.http"):
+        resp = client.get("/crash", headers={"X-Request-ID": "r1"})
     assert resp.status_code == 500
     err = error_of(resp)
-    assert err == {"type": "internal_error", "message": "RuntimeError: kaput", "request_id": "r1"}
+    assert err["type"] == "internal_error" and err["request_id"] == "r1"
+    assert "kaput" not in resp.text and "RuntimeError" not in resp.text
+    # The server log keeps the whole exception, findable by the request id.
+    assert any("r1" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_ray_task_error_around_an_unknown_exception_leaks_nothing(client):
+    resp = client.get("/ray-task-error")
+    assert resp.status_code == 500
+    assert error_of(resp)["type"] == "internal_error"
+    for leak in ("/srv/modelyard", "registry.db", "Errno", "worker.py", "Traceback"):
+        assert leak not in resp.text
+
+
+@pytest.mark.parametrize(("what", "retry_after"), [("not-ready-soon", "2"), ("unavailable", "1")])
+def test_a_503_that_says_when_to_retry_has_retry_after(client, what, retry_after):
+    resp = client.get(f"/raise/{what}")
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == retry_after
+    assert "retry_after_s" not in resp.json()
 
 
 def test_wrapped_actor_error_is_unwrapped(client):

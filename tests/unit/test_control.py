@@ -1,0 +1,245 @@
+"""The control plane with fake actors and fake replicas: every registry and operator call is
+bounded (503 with Retry-After), a registry created again under its name is found again, and
+a prediction whose replica dies is sent once more, never twice, and never after the model
+itself failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
+
+from cluster import errors
+from cluster.api import deployments, deps, tasks
+from cluster.control import ControlPlane
+from cluster.gateway import ActorGateway
+from cluster.http import install_error_handlers
+from cluster.metrics import Metrics
+from cluster.routing import Route, Router, Variant
+from cluster.schemas import PredictRequest
+
+TIMEOUT_S = 0.3
+
+
+class Method:
+    def __init__(self, actor: FakeActor, name: str) -> None:
+        self.actor, self.name = actor, name
+
+    def remote(self, *args, **kwargs):
+        self.actor.calls.append(self.name)
+        return self.actor.answer(self.name)
+
+
+class FakeActor:
+    """``mode``: 'ok' answers ``answers[name]``, 'hang' never answers, else an exception
+    instance to raise (as awaiting the ObjectRef would)."""
+
+    def __init__(self, mode: object = "ok", **answers: object) -> None:
+        self.mode = mode
+        self.answers = answers
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Method(self, name)
+
+    async def answer(self, name: str):
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        if isinstance(self.mode, BaseException):
+            raise self.mode
+        return self.answers.get(name)
+
+
+def gateway(actor: FakeActor, lookup=None) -> ActorGateway:
+    def missing():
+        raise ValueError("Failed to look up actor 'modelyard-registry'")
+
+    return ActorGateway("modelyard-registry", actor, TIMEOUT_S, lookup=lookup or missing)
+
+
+def control_plane(registry: FakeActor, operator: FakeActor | None = None, lookup=None):
+    reg = gateway(registry, lookup)
+    router = Router(reg, refresh_s=60)
+    op = ActorGateway("modelyard-operator", operator or FakeActor(), TIMEOUT_S)
+    return ControlPlane(reg, op, router, Metrics())
+
+
+@pytest.fixture
+def http():
+    app = FastAPI()
+    install_error_handlers(app)
+    for module in (tasks, deployments):
+        app.include_router(module.router, prefix="/v1")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "hang",
+        GetTimeoutError("timed out"),
+        ActorUnavailableError("unreachable", None),
+        ActorDiedError(),
+    ],
+    ids=["never-answers", "get-timeout", "unavailable", "died"],
+)
+def test_a_registry_that_cannot_answer_gives_503_with_retry_after(http, mode):
+    control = control_plane(FakeActor(mode))
+    deps.configure(control, "digest")
+    start = time.monotonic()
+    resp = http.get("/v1/deployments")
+    assert time.monotonic() - start < TIMEOUT_S + 2.0
+    assert resp.status_code == 503, resp.text
+    assert int(resp.headers["Retry-After"]) >= 1
+    err = resp.json()["error"]
+    assert err["type"] == "unavailable"
+    assert "modelyard-registry" in err["message"]
+    assert http.get("/v1/tasks").status_code == 503
+
+
+def test_the_registry_own_errors_pass_through(http):
+    inside = RayTaskError("get_task", "Traceback ...", errors.NotFound("task 'x' does not exist"))
+    control = control_plane(FakeActor(inside.as_instanceof_cause()))
+    deps.configure(control, "digest")
+    resp = http.get("/v1/tasks/x")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["message"] == "task 'x' does not exist"
+    assert "Retry-After" not in resp.headers
+
+
+def test_an_operator_that_never_answers_gives_503():
+    control = control_plane(FakeActor(), FakeActor("hang"))
+    with pytest.raises(errors.Unavailable, match="modelyard-operator"):
+        asyncio.run(control.operator_call("cancel_batch", "t1"))
+
+
+def test_fire_and_forget_calls_do_not_wait():
+    operator = FakeActor("hang")
+    control = control_plane(FakeActor(), operator)
+    control.operator.kick.remote().close()  # a coroutine never awaited: nothing waits on it
+    assert operator.calls == ["kick"]
+
+
+def test_a_registry_created_again_under_its_name_is_found_once():
+    dead = FakeActor(ActorDiedError())
+    fresh = FakeActor(list_models=["m"])
+    lookups = []
+
+    def lookup():
+        lookups.append(1)
+        return fresh
+
+    control = control_plane(dead, lookup=lookup)
+    assert asyncio.run(control.call("list_models")) == ["m"]
+    assert asyncio.run(control.call("list_models")) == ["m"]
+    assert lookups == [1] and dead.calls == ["list_models"]
+    assert control.router.registry.handle is fresh  # the router uses the same one
+
+
+def test_a_name_that_resolves_to_the_same_dead_actor_is_503():
+    dead = FakeActor(ActorDiedError())
+    control = control_plane(dead, lookup=lambda: dead)
+    with pytest.raises(errors.Unavailable):
+        asyncio.run(control.call("list_models"))
+    assert dead.calls == ["list_models"]  # no second call to a handle known dead
+
+
+# -- predictions whose replica dies ---------------------------------------------------------
+
+
+class Response:
+    def __init__(self, outcome: object) -> None:
+        self.outcome = outcome
+
+    def __await__(self):
+        async def settle():
+            if isinstance(self.outcome, BaseException):
+                raise self.outcome
+            return self.outcome
+
+        return settle().__await__()
+
+    def cancel(self) -> None:
+        return None
+
+
+class FakeHandle:
+    """Each call takes the next outcome: an answer dict or an exception to raise."""
+
+    def __init__(self, *outcomes: object) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def options(self, **_: object) -> FakeHandle:
+        return self
+
+    def remote(self, payload):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, dict) and isinstance(payload, list):  # predict_many
+            return Response([outcome] * len(payload))
+        return Response(outcome)
+
+
+OK = {"ok": True, "result": {"y": 1}, "model_version": 1}
+FAILED = {"ok": False, "error_type": "predictor", "error": "ValueError: bad", "traceback": "T"}
+
+
+def predict_with(handle: FakeHandle, batched: bool) -> dict:
+    from cluster.coalesce import Limits
+
+    control = control_plane(FakeActor())
+    route = Route(
+        name="d",
+        status="ACTIVE",
+        kind="custom",
+        model_version=1,
+        request_timeout_s=5.0,
+        variants=(Variant("d--v1", 1, 100),),
+        limits=Limits() if batched else None,
+    )
+    control.router._routes["d"] = route
+    control.router._handles["d--v1"] = handle
+    control.router.start = lambda: None  # no background refresh in this test
+    return asyncio.run(control.predict("d", PredictRequest(args={"x": 1})))
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
+def test_a_replica_that_dies_mid_request_is_retried_once_and_answers(batched):
+    handle = FakeHandle(ActorDiedError(), OK)
+    assert predict_with(handle, batched)["result"] == {"y": 1}
+    assert handle.calls == 2
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
+def test_two_deaths_are_503(batched):
+    handle = FakeHandle(ActorDiedError(), ActorUnavailableError("gone", None), OK)
+    with pytest.raises(errors.Unavailable) as info:
+        predict_with(handle, batched)
+    assert info.value.status_code == 503 and info.value.retry_after_s
+    assert handle.calls == 2
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
+def test_a_predictor_failure_is_not_retried(batched):
+    handle = FakeHandle(FAILED, OK)
+    with pytest.raises(errors.PredictorFailed) as info:
+        predict_with(handle, batched)
+    assert info.value.traceback == "T"
+    assert handle.calls == 1
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
+def test_an_unknown_upstream_error_is_not_retried_and_its_text_stays_out(batched):
+    handle = FakeHandle(RuntimeError("/srv/secret/path.py line 3"), OK)
+    with pytest.raises(errors.NotReady) as info:
+        predict_with(handle, batched)
+    assert "/srv/secret" not in info.value.message
+    assert handle.calls == 1
