@@ -366,3 +366,53 @@ def test_every_setting_is_an_up_option():
 
     options = set(inspect.signature(server.up).parameters)
     assert set(Settings.model_fields) <= options, set(Settings.model_fields) - options
+
+
+# ---------------------------------------------------------------- down
+
+
+def test_down_deletes_only_modelyards_apps_and_says_what_it_left(monkeypatch, tmp_path):
+    from cluster import bootstrap
+    from cluster.cli import server
+
+    seen = {}
+
+    def stop(db_path):
+        seen["db_path"] = db_path
+        return bootstrap.StopReport(
+            deleted=["modelyard", "emb--v1"], left=["other--v1"], source="registry"
+        )
+
+    monkeypatch.setattr(server, "_connect", lambda *a, **k: False)
+    monkeypatch.setattr(bootstrap, "stop_control_plane", stop)
+    monkeypatch.setenv("MODELYARD_STORAGE_ROOT", str(tmp_path))
+    result = run("down", "--ray-address", "ray://shared:10001")
+    assert result.exit_code == 0, result.output
+    assert seen["db_path"] == tmp_path.resolve() / "registry.db"
+    assert "deleted modelyard, emb--v1 (modelyard's apps from registry)" in result.output
+    assert "left running (not modelyard's): other--v1" in result.output
+
+
+def test_down_deletes_the_control_app_first_then_only_recorded_apps():
+    from cluster.bootstrap import apps_to_delete
+
+    present = dict.fromkeys(["other--v1", "emb--v2", "modelyard", "emb--v1", "mine"])
+    assert apps_to_delete(present, {"emb--v1", "emb--v2", "gone--v1"}) == [
+        "modelyard",
+        "emb--v1",
+        "emb--v2",
+    ]
+    assert apps_to_delete({"other--v1": None}, {"emb--v1"}) == []
+
+
+def test_down_without_a_registry_reads_the_apps_it_recorded_from_its_database(tmp_path):
+    from cluster.bootstrap import owned_apps_in_db
+    from cluster.registry import RegistryCore
+
+    db = tmp_path / "registry.db"
+    assert owned_apps_in_db(db) == set()  # no database: nothing is known to be modelyard's
+    core = RegistryCore(db)
+    core.record_serve_app("emb--v1", "emb")
+    core.record_serve_app("emb--v2", "emb")
+    core.forget_serve_apps(["emb--v1"])
+    assert owned_apps_in_db(db) == {"emb--v2"}

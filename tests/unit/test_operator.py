@@ -299,3 +299,35 @@ def test_a_deployment_waking_from_zero_stays_active():
 def test_a_still_deploying_zero_replica_app_is_not_fully_allocated():
     app = AppState(name="emb--v1", status="DEPLOYING", target_replicas=0)
     assert allocation(app, {}, {}).allocation_state == "starting"
+
+
+# ---------------------------------------------------------------- the record of own apps
+
+
+def test_the_registry_keeps_its_own_apps_across_restarts(tmp_path):
+    from cluster.registry import RegistryCore
+
+    db = tmp_path / "r.db"
+    core = RegistryCore(db)
+    core.record_serve_app("emb--v1", "emb")
+    core.record_serve_app("emb--v1", "emb")  # a retried call records it once
+    core.record_serve_app("emb--v2", "emb")
+    core.forget_serve_apps(["emb--v2", "never--v1"])
+    core.close()
+    again = RegistryCore(db)
+    assert again.owned_serve_apps() == ["emb--v1"]
+    again.close()
+
+
+def test_a_database_from_before_apps_were_recorded_adopts_its_deployments_apps(tmp_path):
+    from cluster.registry import RegistryCore
+    from cluster.schemas import DeployRequest, ModelCreate
+
+    db = tmp_path / "r.db"
+    core = RegistryCore(db)
+    core.register_model(ModelCreate(model_id="m", kind="custom", predictor="serve_apps.x:P"))
+    core.create_deploy_task(DeployRequest(model_id="m", deployment_name="emb"))
+    core.close()
+    again = RegistryCore(db)
+    assert again.owned_serve_apps() == ["emb--v1"]
+    again.close()
