@@ -1,11 +1,14 @@
 """The registry's side of fine-tuning: idempotent creates, progress, restarts.
 
 Mixed into ``RegistryCore`` (one actor, one thread: a create is atomic, so concurrent
-creates with one idempotency key make exactly one task).
+creates with one idempotency key make exactly one task). An inline dataset is written to
+disk once, with the create; progress reports rewrite the task's row without it
+(``RegistryState``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -62,9 +65,9 @@ class FineTuneTasks:
         detail = dict(task.detail)
         event = payload.get("event")
         if event in ("eval_before", "done") and payload.get("metrics_before") is not None:
-            detail["metrics_before"] = payload["metrics_before"]
+            detail["metrics_before"] = measured(payload["metrics_before"])
         if event == "done" and payload.get("metrics_after") is not None:
-            detail["metrics_after"] = payload["metrics_after"]
+            detail["metrics_after"] = measured(payload["metrics_after"])
         if event == "checkpoint" and payload.get("step") is not None:
             detail["checkpoint_step"] = payload["step"]
         if payload.get("step") is not None:
@@ -114,6 +117,16 @@ class FineTuneTasks:
         return self._put_task(
             Task.model_validate({**task.model_dump(), **fields, "detail": detail})
         )
+
+
+def measured(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that are numbers: a NaN (a diverged run) is no measurement, and a
+    version's ``metrics`` refuses it."""
+    return {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def scratch_runs(detail: dict[str, Any]) -> int:

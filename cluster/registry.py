@@ -2,13 +2,16 @@
 
 ``RegistryCore`` is plain Python (unit-testable); ``get_or_create_registry`` runs it as a
 detached, restartable, named actor. Every mutating method validates first and changes
-nothing when it raises.
+nothing when it raises: a change of several documents is one SQLite transaction, applied
+to memory after its commit (``RegistryState.save``). Methods Ray may run again after a
+crash (the actor retries its calls) are idempotent where a retry could add something.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,13 @@ from cluster.async_queue import AsyncQueue
 from cluster.batch_tasks import BatchTasks
 from cluster.finetune_tasks import FineTuneTasks
 from cluster.registry_rollouts import RolloutTasks
+from cluster.registry_state import RegistryState, Retention
 from cluster.schemas import (
     FINAL_TASK_STATES,
     RUNNING_STATES,
     AsyncTask,
     AsyncTaskPublic,
     DeleteRequest,
-    DeploymentEvent,
     DeploymentRecord,
     DeploymentStatus,
     DeploymentUpdate,
@@ -38,7 +41,12 @@ from cluster.schemas import (
     VersionCreate,
     utcnow,
 )
+from cluster.schemas.base import finite
+from cluster.schemas.nodes import QuarantinedRow
 from cluster.store import Store
+
+# A version identical to the latest one, added this soon after it, is a retry of that call.
+RETRY_WINDOW = timedelta(minutes=10)
 
 
 def deployment_name_for(model_id: str) -> str:
@@ -48,39 +56,54 @@ def deployment_name_for(model_id: str) -> str:
 
 
 class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
-    def __init__(self, db_path: str | Path, result_ttl_s: float = 86400) -> None:
+    def __init__(
+        self,
+        db_path: str | Path,
+        result_ttl_s: float = 86400,
+        retention: Retention | None = None,
+    ) -> None:
         self._store = Store(Path(db_path))
         self._async = AsyncQueue(self._store, result_ttl_s)
-        self._models: dict[str, ModelCreate] = dict(self._store.load("models", ModelCreate))
-        self._versions: dict[str, list[ModelVersion]] = {}
-        for _, v in self._store.load("versions", ModelVersion):
-            self._versions.setdefault(v.model_id, []).append(v)
-        self._deployments = dict(self._store.load("deployments", DeploymentRecord))
-        self._tasks = dict(self._store.load("tasks", Task))
-        self._events: dict[str, list[DeploymentEvent]] = {}
-        for _, event in self._store.load("events", DeploymentEvent):
-            self._events.setdefault(event.deployment, []).append(event)
-        # Changes whenever routing-relevant state changes; a fresh boot id makes a restarted
-        # registry look changed to every cached reader.
+        self._state = RegistryState(self._store, retention)
+        # The state's own dicts, read directly by the mixins; only _state.save changes them.
+        self._models = self._state.models
+        self._versions = self._state.versions
+        self._deployments = self._state.deployments
+        self._tasks = self._state.tasks
+        self._events = self._state.events
+        # With the generation, a fresh boot id makes a restarted registry look changed to
+        # every cached reader.
         self._boot = uuid.uuid4().hex[:8]
-        self._generation = 0
         # Ingress reports live in memory only: they are rebuilt within a second.
         self._ingress: dict[str, tuple[float, str | None, dict]] = {}
 
     def ping(self) -> str:
         return self._boot
 
+    @property
+    def _generation(self) -> int:
+        return self._state.generation
+
+    def close(self) -> None:
+        self._store.close()
+
+    def list_quarantine(self) -> list[QuarantinedRow]:
+        """Rows set aside at start because they could not be read (kept as stored)."""
+        return [QuarantinedRow.model_validate(row) for row in self._store.quarantined()]
+
     # ------------------------------------------------------------ models
 
     def register_model(self, req: ModelCreate) -> ModelVersion:
+        """The model and its version 1, written together; registering it again (a retry
+        included) is a Conflict and adds nothing."""
         if req.model_id in self._models:
             raise errors.Conflict(
                 f"model '{req.model_id}' exists; add a version with "
                 f"POST /v1/models/{req.model_id}/versions"
             )
-        self._models[req.model_id] = req
-        self._store.put("models", req.model_id, req)
-        return self._add_version(req.model_id, req, source="registered")
+        version = self._new_version(req, req, "registered")
+        self._state.save(req, version)
+        return version
 
     def add_version(
         self, model_id: str, req: VersionCreate, source: str = "registered"
@@ -88,14 +111,34 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
         model = self._model(model_id)
         if model.kind != "custom" and not req.artifact_uri:
             raise errors.BadRequest(f"kind '{model.kind}' needs 'artifact_uri': where weights are")
-        return self._add_version(model_id, req, source)
+        previous = self._same_version(model_id, req, source)
+        if previous is not None:
+            return previous
+        version = self._new_version(model, req, source)
+        self._state.save(version)
+        return version
 
-    def _add_version(self, model_id: str, req: VersionCreate, source: str) -> ModelVersion:
-        model = self._models[model_id]
-        versions = self._versions.setdefault(model_id, [])
-        version = ModelVersion(
-            model_id=model_id,
-            version=len(versions) + 1,
+    def _same_version(self, model_id: str, req: VersionCreate, source: str) -> ModelVersion | None:
+        """The version an earlier run of this call added, if any: a fine-tuning run adds one
+        version per output (its task id and artifact), and an identical ``registered``
+        version right after itself is the same call retried."""
+        versions = self._versions.get(model_id, [])
+        if source != "registered":
+            for v in versions:
+                if v.source == source and v.artifact_uri == req.artifact_uri:
+                    return v
+            return None
+        last = versions[-1] if versions else None
+        same = (source, req.artifact_uri, req.metrics)
+        if last is not None and (last.source, last.artifact_uri, last.metrics) == same:
+            return last if utcnow() - last.created_at < RETRY_WINDOW else None
+        return None
+
+    def _new_version(self, model: ModelCreate, req: VersionCreate, source: str) -> ModelVersion:
+        versions = self._versions.get(model.model_id, [])
+        return ModelVersion(
+            model_id=model.model_id,
+            version=max((v.version for v in versions), default=0) + 1,
             kind=model.kind,
             artifact_uri=req.artifact_uri,
             predictor=model.predictor,
@@ -103,9 +146,6 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
             metrics=req.metrics,
             source=source,
         )
-        versions.append(version)
-        self._store.put("versions", f"{model_id}@{version.version}", version)
-        return version
 
     def _model(self, model_id: str) -> ModelCreate:
         try:
@@ -136,11 +176,12 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
         versions = self.list_versions(model_id)
         if version is None:
             return versions[-1]
-        if not 1 <= version <= len(versions):
-            raise errors.NotFound(
-                f"model '{model_id}' has no version {version}; versions are 1..{len(versions)}"
-            )
-        return versions[version - 1]
+        for v in versions:
+            if v.version == version:
+                return v
+        numbers = [v.version for v in versions]
+        known = f"1..{len(numbers)}" if numbers == list(range(1, len(numbers) + 1)) else numbers
+        raise errors.NotFound(f"model '{model_id}' has no version {version}; versions are {known}")
 
     # ------------------------------------------------------------ deployments
 
@@ -153,17 +194,19 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
     def list_deployments(self) -> list[DeploymentRecord]:
         return list(self._deployments.values())
 
-    def _put_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
-        record.updated_at = utcnow()
-        self._deployments[record.name] = record
-        self._store.put("deployments", record.name, record)
-        self._generation += 1
-        return record
+    def _changed(self, name: str, **fields: Any) -> DeploymentRecord:
+        """The deployment with ``fields`` set, validated, not yet saved. Numbers the
+        operator measured (an unbounded p99 in a rollout baseline) are kept as null."""
+        record = self.get_deployment(name).model_copy(update=fields)
+        changed = DeploymentRecord.model_validate(finite(record.model_dump()))
+        changed.updated_at = utcnow()
+        return changed
 
     def update_deployment(self, name: str, **fields: Any) -> DeploymentRecord:
         """Set fields the control plane owns (status, error, versions)."""
-        record = self.get_deployment(name).model_copy(update=fields)
-        return self._put_deployment(DeploymentRecord.model_validate(record.model_dump()))
+        record = self._changed(name, **fields)
+        self._state.save(record)
+        return record
 
     def observe_deployment(self, name: str, seen_status: str, **fields: Any) -> None:
         """The operator's status update, applied only if nobody changed the status since the
@@ -188,21 +231,36 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
             if record.rollout is not None:
                 raise errors.Conflict(f"deployment '{name}' is swapping versions; wait for it")
             fields["config"] = req.config
-        record = self.update_deployment(name, **fields)
-        self.add_event(name, "updated", f"changed {sorted(req.model_dump(exclude_none=True))}")
+        record = self._changed(name, **fields)
+        changed = sorted(req.model_dump(exclude_none=True))
+        self._state.save(record, self._event(name, "updated", f"changed {changed}"))
         return record
 
     # ------------------------------------------------------------ tasks
 
+    @staticmethod
+    def _task(kind: TaskKind, **fields: Any) -> Task:
+        """A new task, not yet saved."""
+        return Task(id=f"{kind.value}-{uuid.uuid4().hex[:16]}", kind=kind, **fields)
+
     def _new_task(self, kind: TaskKind, **fields: Any) -> Task:
-        task = Task(id=f"{kind.value}-{uuid.uuid4().hex[:16]}", kind=kind, **fields)
-        return self._put_task(task)
+        return self._put_task(self._task(kind, **fields))
 
     def _put_task(self, task: Task) -> Task:
         task.updated_at = utcnow()
-        self._tasks[task.id] = task
-        self._store.put("tasks", task.id, task)
+        self._state.save(task)
         return task
+
+    def _task_update(self, task_id: str, **fields: Any) -> Task | None:
+        """The task with ``fields`` set (``detail`` merged), not yet saved; None once it has
+        ended. Numbers from a job (a diverged loss) are kept as null."""
+        task = self.get_task(task_id)
+        if task.status in FINAL_TASK_STATES:
+            return None
+        detail = {**task.detail, **fields.pop("detail", {})}
+        updated = Task.model_validate(finite({**task.model_dump(), **fields, "detail": detail}))
+        updated.updated_at = utcnow()
+        return updated
 
     def get_task(self, task_id: str, kind: str | None = None) -> Task:
         task = self._tasks.get(task_id)
@@ -211,12 +269,11 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
         return task
 
     def update_task(self, task_id: str, **fields: Any) -> Task:
-        task = self.get_task(task_id)
-        if task.status in FINAL_TASK_STATES:
-            return task
-        detail = {**task.detail, **fields.pop("detail", {})}
-        updated = Task.model_validate({**task.model_dump(), **fields, "detail": detail})
-        return self._put_task(updated)
+        updated = self._task_update(task_id, **fields)
+        if updated is None:
+            return self.get_task(task_id)
+        self._state.save(updated)
+        return updated
 
     def latest_task(self, kind: str, model_id: str) -> Task:
         for task in reversed(list(self._tasks.values())):
@@ -259,13 +316,14 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
             config=req.config,
             description=req.description,
         )
-        self._put_deployment(record)
-        return self._new_task(
+        task = self._task(
             TaskKind.DEPLOY,
             model_id=req.model_id,
             deployment_name=name,
             detail={"model_version": version.version, "wait_for": req.wait_for},
         )
+        self._state.save(record, task)
+        return task
 
     def _redeploy(self, existing: DeploymentRecord, req: DeployRequest, version: int) -> Task:
         same = (
@@ -291,19 +349,21 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
                 f"deployment '{existing.name}' belongs to model '{existing.model_id}'; "
                 "delete it first or pick another deployment_name"
             )
-        self.update_deployment(
+        record = self._changed(
             existing.name,
             model_version=version,
             config=req.config,
             status=DeploymentStatus.PENDING,
             error=None,
         )
-        return self._new_task(
+        task = self._task(
             TaskKind.DEPLOY,
             model_id=req.model_id,
             deployment_name=existing.name,
             detail={"model_version": version, "wait_for": req.wait_for},
         )
+        self._state.save(record, task)
+        return task
 
     def create_delete_task(self, req: DeleteRequest) -> Task:
         if req.deployment_name is not None:
@@ -313,14 +373,15 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
             targets = [d for d in self._deployments.values() if d.model_id == req.model_id]
             if not targets:
                 raise errors.NotFound(f"model '{req.model_id}' has no deployments to delete")
-        for record in targets:
-            self.update_deployment(record.name, status=DeploymentStatus.DELETING)
-        return self._new_task(
+        task = self._task(
             TaskKind.DELETE,
             model_id=targets[0].model_id,
             deployment_name=targets[0].name if len(targets) == 1 else None,
             detail={"deployments": [t.name for t in targets], "reason": req.reason},
         )
+        deleting = [self._changed(r.name, status=DeploymentStatus.DELETING) for r in targets]
+        self._state.save(*deleting, task)
+        return task
 
     # ------------------------------------------------------------ async predictions
 
@@ -381,16 +442,25 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
 
 
 def get_or_create_registry(
-    db_path: str | Path, head_node_id: str | None = None, result_ttl_s: float = 86400
+    db_path: str | Path,
+    head_node_id: str | None = None,
+    result_ttl_s: float = 86400,
+    settings: Any = None,
 ):
-    """The detached registry actor, created once per cluster; safe to call concurrently."""
+    """The detached registry actor, created once per cluster; safe to call concurrently.
+    ``settings`` (a ``Settings``) gives the retention of finished tasks and events."""
     import ray
 
     from cluster.actors import control_actor_options
     from cluster.settings import REGISTRY_ACTOR
 
     options = control_actor_options(REGISTRY_ACTOR, head_node_id)
-    actor = ray.remote(RegistryCore).options(**options).remote(str(db_path), result_ttl_s)
+    retention = Retention.from_settings(settings) if settings is not None else None
+    actor = (
+        ray.remote(RegistryCore)
+        .options(**options)
+        .remote(str(db_path), result_ttl_s, retention=retention)
+    )
     ray.get(actor.ping.remote(), timeout=60)
     return actor
 

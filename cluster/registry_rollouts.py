@@ -9,7 +9,6 @@ routing generation and per-app counters, the rollout's health signal).
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from cluster import errors
@@ -28,6 +27,7 @@ from cluster.schemas import (
     app_name,
     utcnow,
 )
+from cluster.schemas.base import finite
 
 
 class RolloutTasks:
@@ -36,10 +36,14 @@ class RolloutTasks:
     _ingress: dict[str, tuple[float, str | None, dict]]
     _generation: int
 
+    @staticmethod
+    def _event(name: str, type_: str, message: str, data: dict | None = None) -> DeploymentEvent:
+        """A new event, not yet saved; measured numbers that are not finite are kept as null."""
+        data = finite(data or {})
+        return DeploymentEvent(deployment=name, type=type_, message=message, data=data)
+
     def add_event(self, name: str, type_: str, message: str, data: dict | None = None) -> None:
-        event = DeploymentEvent(deployment=name, type=type_, message=message, data=data or {})
-        self._events.setdefault(name, []).append(event)
-        self._store.put("events", uuid.uuid4().hex, event)
+        self._state.save(self._event(name, type_, message, data))
 
     def list_events(self, name: str) -> list[DeploymentEvent]:
         if name not in self._deployments and name not in self._events:
@@ -73,10 +77,13 @@ class RolloutTasks:
             "strategy": options.strategy,
         }
         if refusal:
-            task = self._new_task(TaskKind.ROLLOUT, **links, detail=detail)
-            self.add_event(name, "rollout_refused", refusal, {"to_version": version})
-            return self.update_task(task.id, status=TaskStatus.REFUSED, error=refusal)
-        task = self._new_task(TaskKind.ROLLOUT, **links, detail=detail)
+            task = self._task(
+                TaskKind.ROLLOUT, **links, detail=detail, status=TaskStatus.REFUSED, error=refusal
+            )
+            event = self._event(name, "rollout_refused", refusal, {"to_version": version})
+            self._state.save(task, event)
+            return task
+        task = self._task(TaskKind.ROLLOUT, **links, detail=detail)
         green = (
             record.serve_app if options.strategy == "in_place" else self._green_app(record, version)
         )
@@ -89,15 +96,11 @@ class RolloutTasks:
             config=config,
             options=options,
         )
-        self.update_deployment(
+        changed = self._changed(
             name, rollout=rollout, pending_model_version=version, status=DeploymentStatus.UPDATING
         )
-        self.add_event(
-            name,
-            "rollout_started",
-            f"v{record.model_version} -> v{version} ({options.strategy})",
-            detail,
-        )
+        message = f"v{record.model_version} -> v{version} ({options.strategy})"
+        self._state.save(task, changed, self._event(name, "rollout_started", message, detail))
         return task
 
     def _green_app(self, record: DeploymentRecord, version: int) -> str:
@@ -115,11 +118,12 @@ class RolloutTasks:
             return
         if "rollout" in fields and fields["rollout"] is None and record.status == "UPDATING":
             fields = {**fields, "status": DeploymentStatus.ACTIVE}
-        self.update_deployment(name, **fields)
-        if task:
-            self.update_task(task_id, **task)
-        for type_, message, data in events:
-            self.add_event(name, type_, message, data)
+        docs: list = [self._changed(name, **fields)]
+        updated = self._task_update(task_id, **task) if task else None
+        if updated is not None:
+            docs.append(updated)
+        docs += [self._event(name, type_, message, data) for type_, message, data in events]
+        self._state.save(*docs)
 
     def abort_rollout(self, name: str) -> Task:
         """Mid-swap rollback: all traffic back to blue at once; green drains, then goes."""
@@ -141,20 +145,21 @@ class RolloutTasks:
         record = self.get_deployment(name)
         if record.rollout is not None or record.status in ("DELETING", "STOPPED"):
             raise errors.Conflict(f"deployment '{name}' is {record.status}; it cannot stop now")
-        self.add_event(name, "stopped", "every replica released")
-        return self.update_deployment(name, status=DeploymentStatus.STOPPED, traffic={})
+        changed = self._changed(name, status=DeploymentStatus.STOPPED, traffic={})
+        self._state.save(self._event(name, "stopped", "every replica released"), changed)
+        return changed
 
     def start_deployment(self, name: str) -> DeploymentRecord:
         record = self.get_deployment(name)
         if record.status not in ("STOPPED", "FAILED"):
             raise errors.Conflict(f"deployment '{name}' is {record.status}, not STOPPED")
-        self.add_event(name, "started", "replicas requested again")
-        return self.update_deployment(name, status=DeploymentStatus.PENDING, error=None)
+        changed = self._changed(name, status=DeploymentStatus.PENDING, error=None)
+        self._state.save(self._event(name, "started", "replicas requested again"), changed)
+        return changed
 
     def remove_deployment(self, name: str) -> None:
-        if self._deployments.pop(name, None) is not None:
-            self._store.delete("deployments", name)
-            self._generation += 1
+        if name in self._deployments:
+            self._state.save(removed=[name])
 
     def routing_snapshot(self, known: str | None = None) -> tuple[str, dict[str, dict] | None]:
         """What the ingress needs to route predictions; ``None`` when ``known`` is current."""

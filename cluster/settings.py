@@ -45,6 +45,22 @@ class Settings(BaseSettings):
     async_result_ttl_s: float = Field(
         default=86400, gt=0, description="How long async-prediction results are kept."
     )
+    task_retention_days: float = Field(
+        default=30,
+        gt=0,
+        le=36500,
+        description="Finished tasks older than this are purged (the newest of each kind per "
+        "model and per deployment stays).",
+    )
+    max_finished_tasks: int = Field(
+        default=10_000, ge=1, description="Finished tasks kept at most; the oldest go first."
+    )
+    event_retention_days: float = Field(
+        default=30, gt=0, le=36500, description="Deployment events older than this are purged."
+    )
+    events_per_deployment: int = Field(
+        default=1000, ge=1, description="Newest deployment events kept per deployment."
+    )
     api_key: str | None = Field(
         default=None, description="Admin key; generated and saved under storage_root when unset."
     )
@@ -58,14 +74,6 @@ class Settings(BaseSettings):
     )
     predict_url_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="How long fetching a predict 'url' may take."
-    )
-    deploy_timeout_s: float = Field(
-        default=900,
-        gt=0,
-        le=86_400,
-        description="How long a deploy may take to have every replica placed and healthy "
-        "(model download and load included); past it the deploy task ends failed with what "
-        "could not be placed, and its Serve app is deleted.",
     )
     direct_ingress: bool = Field(
         default=False,

@@ -1,4 +1,4 @@
-"""Health, cluster view and metrics."""
+"""Health, cluster view, metrics, and the registry rows set aside (admin)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from cluster.api.deps import ControlDep
 from cluster.schemas import ClusterPublic
+from cluster.schemas.nodes import QuarantinedRow
 
 public = APIRouter(tags=["system"])
 router = APIRouter(tags=["system"])
@@ -20,6 +21,12 @@ async def healthz() -> dict[str, str]:
 @router.get("/cluster")
 async def cluster(control: ControlDep) -> ClusterPublic:
     return await control.cluster()
+
+
+@router.get("/admin/quarantine")
+async def quarantine(control: ControlDep) -> list[QuarantinedRow]:
+    """Registry rows that could not be read at start, kept as they were stored."""
+    return await control.call("list_quarantine")
 
 
 @public.get("/metrics", response_class=PlainTextResponse)

@@ -103,6 +103,23 @@ def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
     return True
 
 
+TaskRetentionDays = Annotated[
+    float | None,
+    typer.Option(help="Days finished tasks are kept (env MODELYARD_TASK_RETENTION_DAYS)."),
+]
+MaxFinishedTasks = Annotated[
+    int | None, typer.Option(help="Finished tasks kept at most (MODELYARD_MAX_FINISHED_TASKS).")
+]
+EventRetentionDays = Annotated[
+    float | None,
+    typer.Option(help="Days deployment events are kept (MODELYARD_EVENT_RETENTION_DAYS)."),
+]
+EventsPerDeployment = Annotated[
+    int | None,
+    typer.Option(help="Events kept per deployment (env MODELYARD_EVENTS_PER_DEPLOYMENT)."),
+]
+
+
 @app.command(rich_help_panel="Server")
 def up(
     ray_address: RayAddress = None,
@@ -117,6 +134,10 @@ def up(
     predict_url_http: PredictUrlHttp = None,
     predict_url_max_bytes: PredictUrlMaxBytes = None,
     predict_url_timeout_s: PredictUrlTimeout = None,
+    task_retention_days: TaskRetentionDays = None,
+    max_finished_tasks: MaxFinishedTasks = None,
+    event_retention_days: EventRetentionDays = None,
+    events_per_deployment: EventsPerDeployment = None,
     detach: Annotated[bool, typer.Option(help="Return once serving; leave Ray running.")] = False,
     wait_s: Annotated[float, typer.Option(help="How long to wait for the bundled model.")] = 600,
 ) -> None:
@@ -137,6 +158,10 @@ def up(
         predict_url_http=predict_url_http,
         predict_url_max_bytes=predict_url_max_bytes,
         predict_url_timeout_s=predict_url_timeout_s,
+        task_retention_days=task_retention_days,
+        max_finished_tasks=max_finished_tasks,
+        event_retention_days=event_retention_days,
+        events_per_deployment=events_per_deployment,
     )
     key, created = load_or_create_key(settings)
     started = _connect(settings, start_local=True, detach=detach)
