@@ -305,7 +305,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             beside = offline_layouts(args)  # the cluster still up and idle
         finally:
             ray.shutdown()
-        worst_cosine = check_output(root / "out.jsonl", args.rows, quiet[0]["picks"])
+        outputs = root / "outputs"  # where a relative output_uri is written
+        worst_cosine = check_output(outputs / "out.jsonl", args.rows, quiet[0]["picks"])
     offline = {
         state: [{k: v for k, v in run.items() if k != "picks"} for run in runs]
         for state, runs in (("beside_cluster", beside), ("quiet", quiet))

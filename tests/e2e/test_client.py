@@ -147,11 +147,11 @@ def test_deploy_conflict_is_409(client, echo):
         client.deploy("client-other", deployment_name="client-echo")
 
 
-def test_echo_predict_and_request_forms(echo, tmp_path):
+def test_echo_predict_and_request_forms(echo, artifact_dir):
     out = echo.predict({"x": 1}, request_id="req-7")
     assert out.status == "SUCCESS" and out.result["echo"] == {"x": 1}
     assert out.model_version == 1 and out.request_id == "req-7"
-    args_file = tmp_path / "args.json"
+    args_file = artifact_dir / "args.json"
     args_file.write_text(json.dumps({"from": "file"}))
     out = echo.predict(EndpointRequest(url=f"file://{args_file}"))
     assert out.result["echo"] == {"from": "file"}
@@ -234,29 +234,29 @@ def test_predict_async_failure_carries_the_traceback(client, echo):
 # ---------------------------------------------------------------- swaps and lifecycle
 
 
-def _artifact(tmp_path, name: str, **conf) -> str:
-    path = tmp_path / f"{name}.json"
+def _artifact(artifact_dir, name: str, **conf) -> str:
+    path = artifact_dir / f"{name}.json"
     path.write_text(json.dumps(conf))
     return str(path)
 
 
 @pytest.fixture
-def versioned(client, tmp_path) -> Iterator[tuple[Model, Deployment]]:
+def versioned(client, artifact_dir) -> Iterator[tuple[Model, Deployment]]:
     """A fresh ``tests.predictors:Versioned`` model with v1 deployed under the same name."""
     model_id = f"client-v-{uuid.uuid4().hex[:8]}"
     model = client.register_model(
         model_id,
         kind="custom",
         predictor="tests.predictors:Versioned",
-        artifact_uri=_artifact(tmp_path, "v1"),
+        artifact_uri=_artifact(artifact_dir, "v1"),
     )
     yield model, _deploy(client, model_id, model_id)
     _delete(client, model_id)
 
 
-def test_swap_with_progress_then_events_tasks_and_conflicts(client, versioned, tmp_path):
+def test_swap_with_progress_then_events_tasks_and_conflicts(client, versioned, artifact_dir):
     model, deployment = versioned
-    v2 = model.add_version(_artifact(tmp_path, "v2")).version
+    v2 = model.add_version(_artifact(artifact_dir, "v2")).version
     task = deployment.set_model_version(v2, rollout=FAST, wait=True, timeout=180, progress=True)
     assert (task.kind, task.status, task.detail["phase"]) == ("rollout", "done", "done"), task
 
@@ -280,9 +280,9 @@ def test_swap_with_progress_then_events_tasks_and_conflicts(client, versioned, t
         client.get_task("rollout-doesnotexist")
 
 
-def test_rollback_mid_swap_and_pinned_versions(client, versioned, tmp_path):
+def test_rollback_mid_swap_and_pinned_versions(client, versioned, artifact_dir):
     model, deployment = versioned
-    v2 = model.add_version(_artifact(tmp_path, "v2")).version
+    v2 = model.add_version(_artifact(artifact_dir, "v2")).version
     slow = {**FAST, "step_interval_s": 60}
     task = deployment.set_model_version(v2, rollout=slow)
     assert task.status in ("pending", "processing")

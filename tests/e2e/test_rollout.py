@@ -60,8 +60,8 @@ class Load:
         return [r for r in self.results if not 200 <= r[1] < 300]
 
 
-def _artifact(tmp_path, name: str, **conf) -> str:
-    path = tmp_path / f"{name}.json"
+def _artifact(artifact_dir, name: str, **conf) -> str:
+    path = artifact_dir / f"{name}.json"
     path.write_text(json.dumps(conf))
     return str(path)
 
@@ -90,16 +90,16 @@ def _wait_task(api, task_id: str, timeout_s: float = 120) -> dict:
 
 
 @pytest.fixture
-def swap_model(api, tmp_path, clean_serve):
+def swap_model(api, artifact_dir, clean_serve):
     """A Versioned model with v1 deployed as 'swap' (one replica)."""
-    model_id = f"swap-{tmp_path.name[-8:]}".lower().replace("_", "-")
+    model_id = f"swap-{artifact_dir.name[-8:]}".lower().replace("_", "-")
     r = api.post(
         "/v1/models",
         json={
             "model_id": model_id,
             "kind": "custom",
             "predictor": "tests.predictors:Versioned",
-            "artifact_uri": _artifact(tmp_path, "v1", delay_s=0.01),
+            "artifact_uri": _artifact(artifact_dir, "v1", delay_s=0.01),
         },
     )
     assert r.status_code == 201, r.text
@@ -109,9 +109,9 @@ def swap_model(api, tmp_path, clean_serve):
 
 
 def test_green_swap_under_load_drops_nothing_then_bad_versions_roll_back(
-    api, local_cluster, swap_model, tmp_path
+    api, local_cluster, swap_model, artifact_dir
 ):
-    v2 = _add_version(api, swap_model, _artifact(tmp_path, "v2", delay_s=0.01))
+    v2 = _add_version(api, swap_model, _artifact(artifact_dir, "v2", delay_s=0.01))
     with Load(local_cluster.url, "swap") as load:
         time.sleep(1.0)
         task = _swap(api, "swap", v2)
@@ -131,7 +131,7 @@ def test_green_swap_under_load_drops_nothing_then_bad_versions_roll_back(
     assert events.count("rollout_step") == 3 and "rollout_done" in events
 
     # v3 cannot load: the swap fails with the loader's error and traffic never leaves v2.
-    v3 = _add_version(api, swap_model, str(tmp_path / "missing.json"))
+    v3 = _add_version(api, swap_model, str(artifact_dir / "missing.json"))
     with Load(local_cluster.url, "swap") as load:
         failed = _wait_task(api, _swap(api, "swap", v3)["id"])
     assert failed["status"] == "failed"
@@ -140,7 +140,7 @@ def test_green_swap_under_load_drops_nothing_then_bad_versions_roll_back(
     assert {r[2] for r in load.results} == {v2}
 
     # v4 loads but fails its requests: rolled back at the first step, with the measurement.
-    v4 = _add_version(api, swap_model, _artifact(tmp_path, "v4", fail=True))
+    v4 = _add_version(api, swap_model, _artifact(artifact_dir, "v4", fail=True))
     with Load(local_cluster.url, "swap") as load:
         rolled = _wait_task(api, _swap(api, "swap", v4, min_requests_per_step=20)["id"])
         time.sleep(1.0)
@@ -154,8 +154,8 @@ def test_green_swap_under_load_drops_nothing_then_bad_versions_roll_back(
     assert api.get("/v1/deployments/swap").json()["model_version"] == v2
 
 
-def test_rollback_request_mid_swap_sends_traffic_back(api, swap_model, tmp_path):
-    v2 = _add_version(api, swap_model, _artifact(tmp_path, "v2"))
+def test_rollback_request_mid_swap_sends_traffic_back(api, swap_model, artifact_dir):
+    v2 = _add_version(api, swap_model, _artifact(artifact_dir, "v2"))
     task = _swap(api, "swap", v2, step_interval_s=60)
     wait_for(
         lambda: api.get("/v1/deployments/swap").json()["traffic"],
@@ -170,20 +170,22 @@ def test_rollback_request_mid_swap_sends_traffic_back(api, swap_model, tmp_path)
     assert d["model_version"] == 1 and d["rollout"] is None and d["status"] == "ACTIVE"
 
 
-def test_no_spare_gpu_refuses_green_and_in_place_swaps(api, local_cluster, tmp_path, clean_serve):
+def test_no_spare_gpu_refuses_green_and_in_place_swaps(
+    api, local_cluster, artifact_dir, clean_serve
+):
     r = api.post(
         "/v1/models",
         json={
             "model_id": "gpu-swap",
             "kind": "custom",
             "predictor": "tests.predictors:Versioned",
-            "artifact_uri": _artifact(tmp_path, "g1"),
+            "artifact_uri": _artifact(artifact_dir, "g1"),
         },
     )
     assert r.status_code in (201, 409), r.text
     config = {"num_replicas": 2, "resources": {"num_gpus": 0.5}, "request_timeout_s": 10}
     assert deploy(api, model_id="gpu-swap", config=config)["status"] == "done"
-    v2 = _add_version(api, "gpu-swap", _artifact(tmp_path, "g2"))
+    v2 = _add_version(api, "gpu-swap", _artifact(artifact_dir, "g2"))
 
     refused = _swap(api, "gpu-swap", v2)
     assert refused["status"] == "refused" and "GPU" in refused["error"]
@@ -196,14 +198,14 @@ def test_no_spare_gpu_refuses_green_and_in_place_swaps(api, local_cluster, tmp_p
     assert api.get("/v1/deployments/gpu-swap").json()["model_version"] == v2
 
 
-def test_stop_frees_gpus_and_start_restores(api, tmp_path, clean_serve):
+def test_stop_frees_gpus_and_start_restores(api, artifact_dir, clean_serve):
     r = api.post(
         "/v1/models",
         json={
             "model_id": "stoppable",
             "kind": "custom",
             "predictor": "tests.predictors:Versioned",
-            "artifact_uri": _artifact(tmp_path, "s1"),
+            "artifact_uri": _artifact(artifact_dir, "s1"),
         },
     )
     assert r.status_code in (201, 409), r.text
