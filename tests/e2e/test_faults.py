@@ -152,7 +152,7 @@ def _ids(class_name: str) -> set[str]:
     return {a["actor_id"] for a in _alive(class_name=class_name)}
 
 
-def _full_capacity(api: httpx.Client) -> bool:
+def full_capacity(api: httpx.Client) -> bool:
     apps = serve.status().applications
     if CONTROL_APP not in apps or APP not in apps:
         return False
@@ -167,7 +167,7 @@ def _full_capacity(api: httpx.Client) -> bool:
     return control == 200 and predict == 200
 
 
-def _registry(api: httpx.Client) -> dict:
+def registry_snapshot(api: httpx.Client) -> dict:
     deployments = api.get("/v1/deployments").json()
     models = api.get("/v1/models").json()
     tasks = api.get("/v1/tasks", params={"limit": 500}).json()["items"]
@@ -178,13 +178,13 @@ def _registry(api: httpx.Client) -> dict:
     }
 
 
-def _longest_gap(answers: list[Answer], start: float, end: float) -> float:
+def longest_gap(answers: list[Answer], start: float, end: float) -> float:
     done = [start] + sorted(a.done for a in answers if a.status in range(200, 300)) + [end]
     return max(b - a for a, b in zip(done, done[1:], strict=False))
 
 
 def _run_case(api: httpx.Client, url: str, target: Target) -> dict:
-    before = _registry(api)
+    before = registry_snapshot(api)
     victim = target.find()
     alive_before = _ids(victim["class_name"])
     load = Load(url).start()
@@ -195,7 +195,7 @@ def _run_case(api: httpx.Client, url: str, target: Target) -> dict:
     wait_for(
         lambda: _replaced(target, victim, alive_before), RECOVERY_BOUND_S, f"a new {target.name}"
     )
-    wait_for(lambda: _full_capacity(api), RECOVERY_BOUND_S, "full capacity", interval_s=0.5)
+    wait_for(lambda: full_capacity(api), RECOVERY_BOUND_S, "full capacity", interval_s=0.5)
     recovered_s = time.monotonic() - killed_at
     time.sleep(STEADY_S)
     answers = load.stop()
@@ -207,15 +207,15 @@ def _run_case(api: httpx.Client, url: str, target: Target) -> dict:
         "rate_per_s": round(len(answers) / (end - start), 1),
         "steady_rate_per_s": round(sum(a.sent < killed_at for a in answers) / STEADY_S, 1),
         "non_2xx": {str(s): n for s, n in statuses.items() if s not in range(200, 300)},
-        "longest_gap_s": round(_longest_gap(answers, start, end), 2),
+        "longest_gap_s": round(longest_gap(answers, start, end), 2),
         "slowest_answer_s": round(max(a.done - a.sent for a in answers), 2),
         "back_to_full_capacity_s": round(recovered_s, 1),
-        "registry_lost": _lost(before, _registry(api)),
+        "registry_lost": lost_rows(before, registry_snapshot(api)),
         "examples": {str(a.status): a.body for a in answers if a.status not in range(200, 300)},
     }
 
 
-def _lost(before: dict, after: dict) -> dict:
+def lost_rows(before: dict, after: dict) -> dict:
     lost = {}
     for kind, rows in before.items():
         gone = {k: v for k, v in rows.items() if after[kind].get(k) != v}
@@ -224,7 +224,7 @@ def _lost(before: dict, after: dict) -> dict:
     return lost
 
 
-def _table(rows: list[dict]) -> str:
+def figures_table(rows: list[dict]) -> str:
     head = "| case | sent | req/s (steady) | non-2xx | longest gap s | slowest s | back s | lost |"
     lines = [head, "|" + "---|" * 8]
     for r in rows:
@@ -236,12 +236,21 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def publish(rows: list[dict]) -> None:
+    """Print the table (pytest -s) and append it to MODELYARD_FAULT_FIGURES when set."""
+    table = figures_table(rows)
+    print("\n" + table, flush=True)
+    if path := os.environ.get("MODELYARD_FAULT_FIGURES"):
+        with open(path, "a") as f:
+            f.write(f"\n{time.strftime('%H:%M UTC', time.gmtime())}\n\n{table}\n")
+
+
 @pytest.fixture(scope="module")
 def two_replicas(api):
     register_echo(api, MODEL, delay_s=0.005)
     task = deploy(api, model_id=MODEL, config={"num_replicas": 2})
     assert task["status"] == "done", task
-    wait_for(lambda: _full_capacity(api), 60, "both replicas RUNNING")
+    wait_for(lambda: full_capacity(api), 60, "both replicas RUNNING")
     return MODEL
 
 
@@ -251,12 +260,8 @@ def test_kill_each_part_under_load(api, local_cluster, two_replicas, clean_serve
     for target in TARGETS:
         rows.append(_run_case(api, local_cluster.url, target))
         print(f"\nFAULT CASE {json.dumps(rows[-1])}", flush=True)
-    table = _table(rows)
-    print("\n" + table)
+    publish(rows)
     (tmp_path / "fault-figures.json").write_text(json.dumps(rows, indent=2))
-    if path := os.environ.get("MODELYARD_FAULT_FIGURES"):
-        with open(path, "a") as f:
-            f.write(f"\n{time.strftime('%H:%M UTC', time.gmtime())}\n\n{table}\n")
     for r in rows:
         assert r["steady_rate_per_s"] >= 20, r
         assert r["registry_lost"] == {}, r
