@@ -29,9 +29,11 @@ install-dev: $(DEV_STAMP)
 run: $(STAMP)
 	$(BIN)/modelyard up
 
+# The multi-node fault case starts a Ray of its own, so it runs in a pytest process of its own.
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not multinode"
+	$(BIN)/python -m pytest -q -m multinode
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
