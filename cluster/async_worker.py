@@ -12,7 +12,10 @@ from cluster.schemas import AsyncTask
 
 logger = logging.getLogger("modelyard.async")
 
-RETRYABLE = (errors.Overloaded, errors.NotReady, errors.UpstreamTimeout)
+# The deployment as a whole cannot take work now: it is paused, the task waits unspent.
+DEPLOYMENT_UNREADY = (errors.Overloaded, errors.NotReady)
+# This try failed but another may not: an attempt is counted, with back-off.
+RETRYABLE = (errors.UpstreamTimeout,)
 # An idle worker looks for queued work every IDLE_FIRST_S, backing off to IDLE_MAX_S; the
 # enqueue route nudges it, so a new request is picked up at once and an idle cluster is quiet.
 IDLE_FIRST_S = 0.2
@@ -80,24 +83,34 @@ class AsyncWorker:
     async def _run(self, task: AsyncTask) -> None:
         try:
             out = await self._control.predict(task.deployment, task.request)
+        except Exception as exc:
+            method, fields = settle(exc)
+        else:
+            method = "complete_async"
             fields = {
                 "status": "SUCCESS",
                 "result": out["result"],
                 "model_version": out["model_version"],
             }
-        except RETRYABLE:
-            await asyncio.sleep(1.0)
-            await self._registry.release_async.remote(task.task_id)
-            return
-        except errors.ModelyardError as exc:
-            fields = {
-                "status": "FAILURE",
-                "error": exc.message,
-                "traceback": getattr(exc, "traceback", None),
-            }
-        except Exception as exc:  # an unexpected failure still ends the task, with its cause
-            fields = {"status": "FAILURE", "error": f"{type(exc).__name__}: {exc}"}
-        await self._registry.complete_async.remote(task.task_id, **fields)
+        try:
+            await getattr(self._registry, method).remote(task.task_id, **fields)
+        except Exception:  # the registry is restarting: the lease runs out, it is claimed again
+            logger.warning("reporting async task %s failed", task.task_id, exc_info=True)
+        finally:
+            self._nudged.set()  # a slot is free: claim again now
+
+
+def settle(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    """The registry call that reports a failed try: which method, with which fields."""
+    if isinstance(exc, DEPLOYMENT_UNREADY):
+        return "release_async", {"deployment_unready": True}
+    if isinstance(exc, RETRYABLE):
+        return "release_async", {"error": exc.message}
+    if isinstance(exc, errors.ModelyardError):  # bad input, the predictor raised: final
+        fields = {"status": "FAILURE", "error": exc.message}
+        return "complete_async", {**fields, "traceback": getattr(exc, "traceback", None)}
+    # An unexpected failure still ends the task, with its cause.
+    return "complete_async", {"status": "FAILURE", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def get_or_create_async_worker(head_node_id: str | None = None):

@@ -54,6 +54,7 @@ def start_control_plane(
     import ray
     from ray import serve
 
+    from cluster.async_queue import AsyncLimits
     from cluster.async_worker import get_or_create_async_worker
     from cluster.ingress import build
     from cluster.operator import get_or_create_operator
@@ -61,8 +62,9 @@ def start_control_plane(
 
     head = ray.get_runtime_context().get_node_id()
     serve.start(http_options={"host": settings.host, "port": settings.port})
+    limits = AsyncLimits.from_settings(settings)
     registry = get_or_create_registry(
-        settings.db_path, head, settings.async_result_ttl_s, settings=settings
+        settings.db_path, head, settings.async_result_ttl_s, limits, settings=settings
     )
     operator = get_or_create_operator(head, str(settings.root), _dashboard_url())
     get_or_create_async_worker(head_node_id=head)

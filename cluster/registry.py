@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster import errors
-from cluster.async_queue import AsyncQueue
+from cluster.async_queue import AsyncLimits, AsyncQueue
 from cluster.batch_tasks import BatchTasks
 from cluster.finetune_tasks import FineTuneTasks
 from cluster.registry_rollouts import RolloutTasks
@@ -60,10 +60,11 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
         self,
         db_path: str | Path,
         result_ttl_s: float = 86400,
+        async_limits: AsyncLimits | None = None,
         retention: Retention | None = None,
     ) -> None:
         self._store = Store(Path(db_path))
-        self._async = AsyncQueue(self._store, result_ttl_s)
+        self._async = AsyncQueue(self._store, result_ttl_s, async_limits)
         self._state = RegistryState(self._store, retention)
         # The state's own dicts, read directly by the mixins; only _state.save changes them.
         self._models = self._state.models
@@ -136,9 +137,11 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
 
     def _new_version(self, model: ModelCreate, req: VersionCreate, source: str) -> ModelVersion:
         versions = self._versions.get(model.model_id, [])
+        # Past any number set aside too: "v3" never names two different versions.
+        floor = self._state.versions_set_aside.get(model.model_id, 0)
         return ModelVersion(
             model_id=model.model_id,
-            version=max((v.version for v in versions), default=0) + 1,
+            version=max([floor, *(v.version for v in versions)]) + 1,
             kind=model.kind,
             artifact_uri=req.artifact_uri,
             predictor=model.predictor,
@@ -390,18 +393,36 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
         return self._async.enqueue(name, req)
 
     def claim_async(self, limit: int, lease_s: float) -> list[AsyncTask]:
-        return self._async.claim(limit, lease_s)
+        """Claimable tasks, fairly across deployments. A deleted deployment's tasks end
+        FAILURE here; a stopped or failed one's wait (until their TTL) unclaimed, so they
+        hold no worker slot."""
+        waiting = []
+        for name in self._async.deployments():
+            record = self._deployments.get(name)
+            if record is None:
+                self._async.fail_deployment(name, f"deployment '{name}' was deleted")
+            elif record.status in ("STOPPED", "FAILED", "DELETING"):
+                waiting.append(name)
+        return self._async.claim(limit, lease_s, skip=waiting)
 
-    def release_async(self, task_id: str) -> None:
-        self._async.release(task_id)
+    def release_async(
+        self, task_id: str, error: str | None = None, deployment_unready: bool = False
+    ) -> None:
+        """Give a claimed task back. ``deployment_unready``: its deployment was not ready or
+        full (the deployment is paused, the task's attempts are not spent); ``error``: the
+        try failed and may succeed later (an attempt is counted, with back-off)."""
+        if deployment_unready:
+            self._async.defer(task_id)
+        elif error is not None:
+            self._async.retry(task_id, error)
+        else:
+            self._async.release(task_id)
 
     def complete_async(self, task_id: str, **fields: Any) -> None:
         self._async.complete(task_id, **fields)
 
     def get_async(self, task_id: str) -> AsyncTaskPublic:
-        return AsyncTaskPublic.model_validate(
-            self._async.get(task_id).model_dump(exclude={"deployment", "request", "attempts"})
-        )
+        return AsyncTaskPublic.of(self._async.get(task_id))
 
     # ------------------------------------------------------------ Serve apps modelyard made
     # Only these are ever deleted (by the operator, by `modelyard down`), so a shared
@@ -445,6 +466,7 @@ def get_or_create_registry(
     db_path: str | Path,
     head_node_id: str | None = None,
     result_ttl_s: float = 86400,
+    async_limits: AsyncLimits | None = None,
     settings: Any = None,
 ):
     """The detached registry actor, created once per cluster; safe to call concurrently.
@@ -459,7 +481,7 @@ def get_or_create_registry(
     actor = (
         ray.remote(RegistryCore)
         .options(**options)
-        .remote(str(db_path), result_ttl_s, retention=retention)
+        .remote(str(db_path), result_ttl_s, async_limits, retention)
     )
     ray.get(actor.ping.remote(), timeout=60)
     return actor

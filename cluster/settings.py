@@ -45,6 +45,17 @@ class Settings(BaseSettings):
     async_result_ttl_s: float = Field(
         default=86400, gt=0, description="How long async-prediction results are kept."
     )
+    async_pending_ttl_s: float = Field(
+        default=3600, gt=0, description="An async prediction still PENDING after this fails."
+    )
+    async_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Tries of an async prediction before it fails."
+    )
+    async_max_pending: int = Field(
+        default=100_000,
+        ge=2,
+        description="Pending async predictions in all, one deployment at most half; more get 429.",
+    )
     task_retention_days: float = Field(
         default=30,
         gt=0,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 
-from cluster.api.deps import ControlDep
+from cluster.api.deps import ControlDep, get_storage_root
 from cluster.http import FastJSONResponse
 from cluster.schemas import (
     AsyncAccepted,
@@ -18,6 +18,7 @@ from cluster.schemas import (
     SetVersionRequest,
     Task,
 )
+from cluster.uris import with_url_args
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -84,7 +85,9 @@ async def predict(
 
 @router.post("/{name}/async-predict", status_code=202)
 async def async_predict(name: str, req: PredictRequest, control: ControlDep) -> AsyncAccepted:
-    """Queue a prediction; poll ``GET /v1/async-tasks/{task_id}`` for its result."""
+    """Queue a prediction; poll ``GET /v1/async-tasks/{task_id}`` for its result. A full
+    queue answers 429 with Retry-After."""
+    req = await with_url_args(req, get_storage_root())
     task = await control.call("enqueue_async", name, req)
     control.nudge_async_worker()
     return AsyncAccepted(task_id=task.task_id)

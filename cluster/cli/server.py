@@ -38,6 +38,16 @@ AsyncResultTtl = Annotated[
         help="Seconds async-prediction results are kept (env MODELYARD_ASYNC_RESULT_TTL_S)."
     ),
 ]
+AsyncPendingTtl = Annotated[
+    float | None,
+    typer.Option(help="Seconds an async task may stay PENDING (MODELYARD_ASYNC_PENDING_TTL_S)."),
+]
+AsyncMaxAttempts = Annotated[
+    int | None, typer.Option(help="Tries of an async prediction (MODELYARD_ASYNC_MAX_ATTEMPTS).")
+]
+AsyncMaxPending = Annotated[
+    int | None, typer.Option(help="Pending async predictions (MODELYARD_ASYNC_MAX_PENDING).")
+]
 PredictUrlHttp = Annotated[
     bool | None,
     typer.Option(
@@ -131,6 +141,9 @@ def up(
     direct_ingress: DirectIngress = None,
     async_result_ttl_s: AsyncResultTtl = None,
     deploy_timeout_s: DeployTimeout = None,
+    async_pending_ttl_s: AsyncPendingTtl = None,
+    async_max_attempts: AsyncMaxAttempts = None,
+    async_max_pending: AsyncMaxPending = None,
     predict_url_http: PredictUrlHttp = None,
     predict_url_max_bytes: PredictUrlMaxBytes = None,
     predict_url_timeout_s: PredictUrlTimeout = None,
@@ -155,6 +168,9 @@ def up(
         direct_ingress=direct_ingress,
         async_result_ttl_s=async_result_ttl_s,
         deploy_timeout_s=deploy_timeout_s,
+        async_pending_ttl_s=async_pending_ttl_s,
+        async_max_attempts=async_max_attempts,
+        async_max_pending=async_max_pending,
         predict_url_http=predict_url_http,
         predict_url_max_bytes=predict_url_max_bytes,
         predict_url_timeout_s=predict_url_timeout_s,

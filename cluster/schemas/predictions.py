@@ -49,20 +49,40 @@ class AsyncTask(Schema):
     model_version: int | None = None
     error: str | None = None
     traceback: str | None = None
-    attempts: int = 0
+    attempts: int = Field(
+        default=0, ge=0, description="Failed tries so far (timeouts, lost workers)."
+    )
+    not_before: datetime | None = Field(
+        default=None, description="Back-off after a failed try: not claimed again before this."
+    )
     created_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
 
 
 class AsyncTaskPublic(Schema):
+    """``GET /v1/async-tasks/{id}``: PENDING, then SUCCESS with ``result`` or FAILURE with
+    ``error`` (and the predictor's ``traceback``). While PENDING, ``error`` is the last
+    failed try's, if any."""
+
     task_id: str
     status: Literal["PENDING", "SUCCESS", "FAILURE"]
     result: Any = None
     model_version: int | None = None
     error: str | None = None
     traceback: str | None = None
+    attempts: int = Field(
+        default=0,
+        description=(
+            "Tries that failed and may be retried (timeouts, lost workers); a deployment "
+            "that is stopped or not ready does not spend them."
+        ),
+    )
     created_at: datetime
     completed_at: datetime | None = None
+
+    @classmethod
+    def of(cls, task: AsyncTask) -> AsyncTaskPublic:
+        return cls.model_validate(task.model_dump(include=set(cls.model_fields)))
 
 
 class AsyncAccepted(Schema):

@@ -1,15 +1,20 @@
 """The async worker's claim loop: quick while work flows, backing off when idle, and woken
-at once by a nudge from the enqueue route."""
+at once by a nudge from the enqueue route; what it reports for each kind of failure, and
+that a failing or cold deployment neither retries forever nor blocks a healthy one."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import pytest
 
-from cluster import async_worker
-from cluster.async_worker import IDLE_FIRST_S, IDLE_MAX_S, AsyncWorker, next_idle_wait
+from cluster import async_worker, errors
+from cluster.async_queue import AsyncLimits
+from cluster.async_worker import IDLE_FIRST_S, IDLE_MAX_S, AsyncWorker, next_idle_wait, settle
+from cluster.registry import RegistryCore
+from cluster.schemas import DeployRequest, ModelCreate, PredictRequest
 
 
 def test_idle_waits_double_up_to_the_cap_and_reset_on_work():
@@ -67,3 +72,93 @@ def test_an_idle_worker_backs_off_and_a_nudge_claims_at_once(worker):
     idle_claims, delay = asyncio.run(scenario())
     assert 3 <= idle_claims <= 8  # 20 claims/s without the back-off
     assert delay < 0.05
+
+
+def test_each_failure_is_reported_as_what_it_means():
+    assert settle(errors.NotReady("stopped")) == ("release_async", {"deployment_unready": True})
+    assert settle(errors.Overloaded("full")) == ("release_async", {"deployment_unready": True})
+    assert settle(errors.UpstreamTimeout("slow")) == ("release_async", {"error": "slow"})
+    method, fields = settle(errors.PredictorFailed("boom", traceback="Traceback: x"))
+    assert method == "complete_async" and fields["status"] == "FAILURE"
+    assert fields["error"] == "boom" and fields["traceback"] == "Traceback: x"
+    method, fields = settle(errors.BadRequest("texts: too many"))
+    assert (method, fields["status"]) == ("complete_async", "FAILURE")
+    assert settle(KeyError("x"))[1]["error"] == "KeyError: 'x'"
+
+
+class _Remote:
+    """``registry.method.remote(...)`` on a plain ``RegistryCore``, as an awaitable."""
+
+    def __init__(self, core) -> None:
+        self._core = core
+
+    def __getattr__(self, name):
+        fn = getattr(self._core, name)
+
+        async def call(*args, **kwargs):
+            return fn(*args, **kwargs)
+
+        return _Method(call)
+
+
+class FakeControl:
+    """Predictions by deployment: 'healthy' answers, 'flaky' always times out, 'cold' is
+    not ready (a stop the ingress saw before the registry did)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def predict(self, name, req):
+        self.calls[name] += 1
+        await asyncio.sleep(0.001)
+        if name == "flaky":
+            raise errors.UpstreamTimeout(f"deployment '{name}' did not answer within 1s")
+        if name == "cold":
+            raise errors.NotReady(f"deployment '{name}' is stopped")
+        return {"result": req.args, "model_version": 1}
+
+
+def _core(tmp_path) -> RegistryCore:
+    limits = AsyncLimits(max_attempts=3, retry_base_s=0.05, max_inflight_per_deployment=4)
+    core = RegistryCore(tmp_path / "r.db", async_limits=limits)
+    core.register_model(
+        ModelCreate(model_id="echo", kind="custom", artifact_uri="", predictor="tests.p:Echo")
+    )
+    for name in ("healthy", "flaky", "cold"):
+        core.create_deploy_task(DeployRequest(model_id="echo", deployment_name=name))
+        core.update_deployment(name, status="ACTIVE")
+    return core
+
+
+def test_retryable_failures_end_after_max_attempts_and_do_not_block_others(tmp_path, worker):
+    w, _ = worker
+    core = _core(tmp_path)
+    w._registry, w._control, w._concurrency = _Remote(core), FakeControl(), 8
+    cold = [core.enqueue_async("cold", PredictRequest(args={"i": i})).task_id for i in range(20)]
+    flaky = core.enqueue_async("flaky", PredictRequest(args={})).task_id
+    healthy = [
+        core.enqueue_async("healthy", PredictRequest(args={"i": i})).task_id for i in range(30)
+    ]
+
+    async def scenario() -> None:
+        await w.nudge()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if core.get_async(flaky).status != "PENDING" and all(
+                core.get_async(t).status != "PENDING" for t in healthy
+            ):
+                break
+            await asyncio.sleep(0.02)
+        w._task.cancel()
+
+    asyncio.run(scenario())
+    assert [core.get_async(t).status for t in healthy] == ["SUCCESS"] * 30
+    assert [core.get_async(t).result for t in healthy] == [{"i": i} for i in range(30)]
+    failed = core.get_async(flaky)
+    assert failed.status == "FAILURE" and failed.attempts == 3
+    assert "gave up after 3 attempts" in failed.error and "did not answer" in failed.error
+    assert w._control.calls["flaky"] == 3
+    # The cold deployment was paused as a whole: a few tries, none of its tasks' attempts.
+    assert {core.get_async(t).status for t in cold} == {"PENDING"}
+    assert {core.get_async(t).attempts for t in cold} == {0}
+    assert w._control.calls["cold"] < 20
