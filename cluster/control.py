@@ -320,4 +320,8 @@ async def _fetch_args(url: str) -> dict[str, Any]:
     from cluster.api.deps import get_storage_root
     from cluster.uris import fetch_predict_args
 
-    return await fetch_predict_args(url, get_storage_root())
+    try:
+        root = get_storage_root()
+    except KeyError:  # the async worker: the ingress puts args in place of a url it queues
+        root = ""
+    return await fetch_predict_args(url, root)

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cluster import errors
+from cluster.schemas import PredictRequest
 from cluster.settings import KEY_FILE, Settings
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -236,19 +237,21 @@ class UrlPolicy:
 async def fetch_predict_args(url: str, storage_root: str) -> dict[str, Any]:
     """``fetch_args`` with the ingress's storage root and the settings' url policy."""
     settings = Settings()
-    root = StorageRoot.of(storage_root, settings.registry_db)
+    root = StorageRoot.of(storage_root, settings.registry_db) if storage_root else None
     policy = UrlPolicy(
         settings.predict_url_http, settings.predict_url_max_bytes, settings.predict_url_timeout_s
     )
     return await fetch_args(url, root, policy)
 
 
-async def fetch_args(url: str, root: StorageRoot, policy: UrlPolicy) -> dict[str, Any]:
+async def fetch_args(url: str, root: StorageRoot | None, policy: UrlPolicy) -> dict[str, Any]:
     """The JSON object of args at a predict ``url``: a ``file://`` URI inside the storage
     root, or http(s) where the policy allows it; ``InvalidInput`` naming ``url`` otherwise."""
     _refuse_nul(url, "url")
     scheme = scheme_of(url)
     if scheme == "file":
+        if root is None:
+            raise errors.InvalidInput("url: file:// is off here (no storage root); send args")
         path = Path(check_input(url, "url", root))
         body = await asyncio.to_thread(_read_capped, path, policy.max_bytes)
     elif scheme in ("http", "https"):
@@ -330,3 +333,12 @@ def url_policy_env(settings: Any) -> dict[str, str]:
         "MODELYARD_PREDICT_URL_MAX_BYTES": str(settings.predict_url_max_bytes),
         "MODELYARD_PREDICT_URL_TIMEOUT_S": str(settings.predict_url_timeout_s),
     }
+
+
+async def with_url_args(req: PredictRequest, storage_root: str) -> PredictRequest:
+    """``req`` with the args its ``url`` names in place of the url: fetched and checked at
+    the edge, so a refusal is a 422 there and a queued request never names a file."""
+    if req.url is None:
+        return req
+    args = await fetch_predict_args(req.url, storage_root)
+    return req.model_copy(update={"args": args, "url": None})

@@ -358,3 +358,20 @@ def test_the_url_policy_reaches_the_ingress_through_its_environment(monkeypatch)
     )
     assert Settings.model_fields["predict_url_http"].default is False
     assert os.environ["MODELYARD_PREDICT_URL_HTTP"] == "true"
+
+
+def test_a_queued_request_carries_the_args_its_url_named(root, monkeypatch):
+    from cluster.schemas import PredictRequest
+
+    for name in uris.url_policy_env(Settings()):
+        monkeypatch.delenv(name, raising=False)
+    (root / "args.json").write_text('{"x": 1}')
+    req = PredictRequest(url=f"file://{root}/args.json", request_id="r1")
+    queued = asyncio.run(uris.with_url_args(req, str(root)))
+    assert (queued.args, queued.url, queued.request_id) == ({"x": 1}, None, "r1")
+    inline = PredictRequest(args={"y": 2})
+    assert asyncio.run(uris.with_url_args(inline, str(root))) is inline
+    with pytest.raises(errors.InvalidInput, match="^url .* outside the storage root"):
+        asyncio.run(uris.with_url_args(PredictRequest(url="file:///etc/hosts"), str(root)))
+    with pytest.raises(errors.InvalidInput, match="^url: file:// is off here"):
+        asyncio.run(uris.fetch_predict_args(f"file://{root}/args.json", ""))
