@@ -244,6 +244,9 @@ def allocation(app: AppState | None, total: dict[str, float], free: dict[str, fl
     else:
         alloc_state = "starting"
     reasons = [r.reason for r in table.values() if r.reason]
+    if not reasons and alloc_state in ("starting", "started"):
+        # Replicas Serve has not listed yet still need what the cluster may not have at all.
+        reasons = [r for r in [pending_reason(app.required_resources, total, total)] if r]
     start = (
         datetime.fromtimestamp(app.last_deployed, tz=timezone.utc) if app.last_deployed else None
     )

@@ -213,3 +213,30 @@ def test_replica_options_carry_the_openmp_wait_policy():
     assert "runtime_env" not in replica_actor_options(DeploymentConfig(omp_wait_policy="default"))
     with pytest.raises(ValueError, match="omp_wait_policy"):
         DeploymentConfig(omp_wait_policy="spin")
+
+
+def test_allocation_names_what_the_cluster_lacks_before_serve_lists_a_replica():
+    app = AppState(
+        name="a--v1", status="DEPLOYING", target_replicas=1, required_resources={"GPU": 64}
+    )
+    alloc = allocation(app, TOTAL, TOTAL)
+    assert alloc.allocation_state == "starting"
+    assert alloc.reason is not None and alloc.reason.startswith("insufficient GPU")
+    # Resources the cluster has, merely in use now, are no reason: the replica may be loading.
+    fits = AppState(
+        name="a--v1", status="DEPLOYING", target_replicas=1, required_resources={"CPU": 1}
+    )
+    assert allocation(fits, TOTAL, {"CPU": 0.0}).reason is None
+
+
+def test_allocation_of_an_app_scaled_to_zero_is_full():
+    app = AppState(name="a--v1", status="RUNNING", target_replicas=0)
+    alloc = allocation(app, TOTAL, TOTAL)
+    assert (alloc.allocation_state, alloc.target_replicas, alloc.running_replicas) == (
+        "fully_allocated",
+        0,
+        0,
+    )
+    # Scaling down to zero: replicas still stopping do not make it less than full.
+    down = AppState(name="a--v1", status="RUNNING", replicas=[replica("r1", ReplicaState.STOPPING)])
+    assert allocation(down, TOTAL, TOTAL).allocation_state == "fully_allocated"
