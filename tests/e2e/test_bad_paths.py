@@ -159,3 +159,21 @@ def test_predict_url_reads_only_under_the_storage_root(api, echo, artifact_dir, 
         "ftp://example.com/args.json",
     ):
         refused(api.post(f"/v1/deployments/{echo}/predict", json={"url": url}), "url")
+
+
+def test_async_predict_checks_the_url_before_queueing(api, echo, artifact_dir):
+    refused(
+        api.post(f"/v1/deployments/{echo}/async-predict", json={"url": "file:///etc/passwd"}), "url"
+    )
+    args = artifact_dir / "async-args.json"
+    args.write_text('{"from": "async"}')
+    resp = api.post(f"/v1/deployments/{echo}/async-predict", json={"url": f"file://{args}"})
+    assert resp.status_code == 202, resp.text
+    task_id = resp.json()["task_id"]
+
+    def done():
+        task = api.get(f"/v1/async-tasks/{task_id}").json()
+        return task if task["status"] in ("SUCCESS", "FAILURE") else None
+
+    task = wait_for(done, 60, "the async prediction to end", interval_s=0.5)
+    assert task["status"] == "SUCCESS" and task["result"]["echo"] == {"from": "async"}, task
