@@ -101,6 +101,14 @@ class ControlPlane:
         except Exception:  # not started yet, or restarting: look it up again next time
             self._async_worker = None
 
+    async def _refresh_routes(self) -> None:
+        """After a change the registry accepted: routes now, or (registry slow again) at the
+        router's next background refresh. The change itself succeeded, so no 503 for it."""
+        try:
+            await self.router.refresh()
+        except errors.Unavailable:
+            logger.warning("routes not refreshed after a change; the background refresh will")
+
     async def operator_call(self, method: str, *args: Any) -> Any:
         """One operator call, bounded like ``call``."""
         from cluster.http import unwrap
@@ -114,7 +122,7 @@ class ControlPlane:
         """Create a task, wake the operator, and wait (bounded) for ``wait_for``."""
         task: Task = await self.call(method, req)
         self.operator.kick.remote()
-        await self.router.refresh()
+        await self._refresh_routes()
         return await self.wait_task(task, wait_for, timeout_s)
 
     async def wait_task(self, task: Task, wait_for: str, timeout_s: float) -> Task:
@@ -145,7 +153,7 @@ class ControlPlane:
                 )
         task = await self.call("start_rollout", record.name, version, options, config, refusal)
         self.operator.kick.remote()
-        await self.router.refresh()
+        await self._refresh_routes()
         return task
 
     async def rollback(self, name: str, options: RolloutOptions | None) -> Task:
@@ -155,7 +163,7 @@ class ControlPlane:
         if record.rollout is not None:
             task = await self.call("abort_rollout", name)
             self.operator.kick.remote()
-            await self.router.refresh()
+            await self._refresh_routes()
             return task
         if record.previous_version is None:
             raise errors.Conflict(f"deployment '{name}' has no previous version to go back to")
@@ -212,7 +220,7 @@ class ControlPlane:
         """A registry state change (stop, start) the operator and router must see now."""
         record = await self.call(method, name)
         self.operator.kick.remote()
-        await self.router.refresh()
+        await self._refresh_routes()
         return await self.describe(record)
 
     async def cluster(self) -> ClusterPublic:

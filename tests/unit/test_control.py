@@ -31,7 +31,17 @@ class Method:
 
     def remote(self, *args, **kwargs):
         self.actor.calls.append(self.name)
-        return self.actor.answer(self.name)
+        return Ref(self.actor, self.name)
+
+
+class Ref:
+    """Awaitable like an ObjectRef; one never awaited (fire and forget) costs nothing."""
+
+    def __init__(self, actor: FakeActor, name: str) -> None:
+        self.actor, self.name = actor, name
+
+    def __await__(self):
+        return self.actor.answer(self.name).__await__()
 
 
 class FakeActor:
@@ -123,8 +133,23 @@ def test_an_operator_that_never_answers_gives_503():
 def test_fire_and_forget_calls_do_not_wait():
     operator = FakeActor("hang")
     control = control_plane(FakeActor(), operator)
-    control.operator.kick.remote().close()  # a coroutine never awaited: nothing waits on it
+    control.operator.kick.remote()  # returns at once; nothing waits on the hung operator
     assert operator.calls == ["kick"]
+
+
+def test_a_change_the_registry_accepted_is_not_a_503_when_the_route_refresh_hangs():
+    class SlowSnapshots(FakeActor):
+        async def answer(self, name: str):
+            if name == "routing_snapshot":
+                await asyncio.Event().wait()
+            return await super().answer(name)
+
+    registry = SlowSnapshots(create_delete_task="task-1")
+    control = control_plane(registry)
+    start = time.monotonic()
+    assert asyncio.run(control.submit("create_delete_task", {}, "none", 0)) == "task-1"
+    assert time.monotonic() - start < TIMEOUT_S + 2.0
+    assert registry.calls == ["create_delete_task", "routing_snapshot"]
 
 
 def test_a_registry_created_again_under_its_name_is_found_once():
