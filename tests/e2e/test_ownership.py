@@ -80,3 +80,33 @@ def test_a_foreign_app_named_like_a_model_app_is_left_alone(api, foreign_app):
     wait_for(lambda: "mine--v1" not in serve.status().applications, 60, "mine's Serve app to go")
     time.sleep(4)
     assert running() and answers(foreign_app)
+
+
+def test_down_deletes_modelyards_apps_and_leaves_the_foreign_one(api, local_cluster, foreign_app):
+    from cluster.bootstrap import start_control_plane, stop_control_plane
+    from cluster.settings import CONTROL_APP, key_digest
+    from tests.conftest import API_KEY
+
+    register_echo(api, "own-echo")
+    task = deploy(api, model_id="own-echo", deployment_name="mine", timeout_s=120)
+    assert task["status"] == "done", task
+    try:
+        report = stop_control_plane(local_cluster.settings.db_path, timeout_s=60)
+        assert report.deleted == [CONTROL_APP, "mine--v1"]
+        assert report.left == [FOREIGN] and report.source == "registry"
+        apps = set(serve.status().applications)
+        assert CONTROL_APP not in apps and "mine--v1" not in apps
+        assert running() and answers(foreign_app)
+    finally:
+        # Back up for the rest of the session: the registry reloads from its database.
+        local_cluster.info = start_control_plane(
+            local_cluster.settings, key_digest(API_KEY), deploy_default=False
+        )
+        wait_for(local_cluster._healthy, 60, "the control app to answer /healthz again")
+    # The operator restores modelyard's deployment; the foreign app is still untouched.
+    wait_for(
+        lambda: api.get("/v1/deployments/mine").json().get("status") == "ACTIVE",
+        120,
+        "'mine' to be restored",
+    )
+    assert running() and answers(foreign_app)

@@ -415,4 +415,5 @@ def test_down_without_a_registry_reads_the_apps_it_recorded_from_its_database(tm
     core.record_serve_app("emb--v1", "emb")
     core.record_serve_app("emb--v2", "emb")
     core.forget_serve_apps(["emb--v1"])
-    assert owned_apps_in_db(db) == {"emb--v2"}
+    assert owned_apps_in_db(db) == {"emb--v2"}  # read beside the live registry, too
+    core.close()
