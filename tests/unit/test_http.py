@@ -229,3 +229,16 @@ def test_auth(client, path):
     ok = client.get(path, headers={"Authorization": f"Bearer {KEY}"})
     assert ok.status_code == 200
     assert ok.json() == {"ok": True}
+
+
+def test_errors_answered_outside_fastapi_carry_retry_after_too():
+    from cluster.http import error_parts
+
+    status, body, headers = error_parts(errors.Unavailable("registry restarting"), "r9")
+    assert (status, headers) == (503, {"Retry-After": "1"})
+    assert body["error"] == {
+        "type": "unavailable",
+        "message": "registry restarting",
+        "request_id": "r9",
+    }
+    assert error_parts(errors.NotReady("stopped"))[2] == {}
