@@ -25,7 +25,7 @@ from cluster.schemas import (
     Task,
     utcnow,
 )
-from cluster.serving import AppState, RayServeGateway
+from cluster.serving import AppState, RayServeGateway, allocation
 
 logger = logging.getLogger("modelyard.operator")
 
@@ -292,8 +292,6 @@ class Operator:
             owned = set(owned)
             apps = self._gateway.applications()
             total, free = self._gateway.resources()
-            from cluster.serving import allocation
-
             allocations = {
                 d.serve_app: allocation(apps.get(d.serve_app), total, free) for d in deployments
             }
