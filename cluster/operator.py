@@ -391,8 +391,10 @@ def get_or_create_operator(
     from cluster.batch_runner import BatchRunner
     from cluster.finetune import FineTuneRunner
     from cluster.registry import registry_handle
-    from cluster.settings import OPERATOR_ACTOR
+    from cluster.settings import OPERATOR_ACTOR, Settings
 
+    if deploy_timeout_s is None:  # every deploy is bounded, however the operator is made
+        deploy_timeout_s = Settings.model_fields["deploy_timeout_s"].default
     options = control_actor_options(OPERATOR_ACTOR, head_node_id, max_concurrency=4)
     registry = registry_handle()
     finetune = FineTuneRunner(registry, storage_root, dashboard_url) if storage_root else None
