@@ -284,12 +284,7 @@ def _in_place(
         )
     replaced = _replaced(r, app)
     if r.phase == "shifting":
-        reason = None
-        if app is not None and app.status == "DEPLOY_FAILED":
-            reason = f"version {r.to_version} failed to start: "
-            reason += app.message or app.deployment_message
-        elif not replaced and _waited(r, now) >= r.options.start_timeout_s:
-            reason = not_started_reason(r, alloc)
+        reason = _in_place_failure(r, app, alloc, replaced, now)
         if reason:
             return Step(
                 deploy="blue_in_place",
@@ -329,6 +324,18 @@ def _in_place(
         task={"status": "done", "detail": {"phase": "done", "duration_s": round(took, 2)}},
         events=[("rollout_done", f"now serving v{r.to_version} (in place)", {"duration_s": took})],
     )
+
+
+def _in_place_failure(
+    r: RolloutState, app: AppState | None, alloc: Allocation, replaced: bool, now: datetime
+) -> str | None:
+    """Why the new version's replicas will not take over: they failed to load, or did not
+    start within the bound; None while they may still."""
+    if app is not None and app.status == "DEPLOY_FAILED":
+        return f"version {r.to_version} failed to start: {app.message or app.deployment_message}"
+    if not replaced and _waited(r, now) >= r.options.start_timeout_s:
+        return not_started_reason(r, alloc)
+    return None
 
 
 def _replaced(r: RolloutState, app: AppState | None) -> bool:
