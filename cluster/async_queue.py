@@ -28,7 +28,7 @@ import heapq
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -179,9 +179,16 @@ class AsyncQueue:
 
     # ------------------------------------------------------------ claim
 
-    def claim(self, limit: int, lease_s: float, skip: Iterable[str] = ()) -> list[AsyncTask]:
+    def claim(
+        self,
+        limit: int,
+        lease_s: float,
+        skip: Iterable[str] = (),
+        lease_for: Mapping[str, float] | None = None,
+    ) -> list[AsyncTask]:
         """Up to ``limit`` claimable tasks, one deployment at a time in turn, leased for
-        ``lease_s`` seconds; nothing from the deployments in ``skip``."""
+        ``lease_s`` seconds (``lease_for[deployment]`` where given); nothing from the
+        deployments in ``skip``."""
         now = self._clock()
         self.maintain(now)
         self._wake_delayed(now)
@@ -193,7 +200,7 @@ class AsyncQueue:
             self._rotation.rotate(-1)
             task = self._take(name, now, skip)
             if task is not None:
-                self._leases[task.task_id] = now + lease_s
+                self._leases[task.task_id] = now + (lease_for or {}).get(name, lease_s)
                 self._inflight[name] += 1
                 out.append(task)
                 misses = 0

@@ -1,5 +1,11 @@
 """Workers that drain the async-prediction queue through the same prediction path as the
-ingress (routing weights, limits, timeouts), and write each result back to the registry."""
+ingress (routing weights, limits, timeouts), and write each result back to the registry.
+
+Each try ends one of three ways (``settle``): a result or a final error (bad input, the
+predictor raised) completes the task; a deployment that is not ready or full gives the task
+back and pauses that deployment, spending none of the task's attempts; a timeout gives it
+back as a failed attempt, retried after a back-off the registry keeps. No slot is held
+while a task waits."""
 
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ RETRYABLE = (errors.UpstreamTimeout,)
 # enqueue route nudges it, so a new request is picked up at once and an idle cluster is quiet.
 IDLE_FIRST_S = 0.2
 IDLE_MAX_S = 2.0
+# Bound on each registry call; past it the claim is tried again, and a report that did not
+# arrive is made up for by the lease running out (the task is claimed again).
+REGISTRY_TIMEOUT_S = 30.0
 
 
 def next_idle_wait(busy: bool, wait_s: float) -> float:
@@ -59,7 +68,11 @@ class AsyncWorker:
             try:
                 room = self._concurrency - len(running)
                 claimed = (
-                    await self._registry.claim_async.remote(room, self._lease_s) if room else []
+                    await asyncio.wait_for(
+                        self._registry.claim_async.remote(room, self._lease_s), REGISTRY_TIMEOUT_S
+                    )
+                    if room
+                    else []
                 )
             except Exception:  # the registry is restarting: its calls retry, we wait
                 logger.warning("claiming async tasks failed", exc_info=True)
@@ -93,7 +106,8 @@ class AsyncWorker:
                 "model_version": out["model_version"],
             }
         try:
-            await getattr(self._registry, method).remote(task.task_id, **fields)
+            report = getattr(self._registry, method).remote(task.task_id, **fields)
+            await asyncio.wait_for(report, REGISTRY_TIMEOUT_S)
         except Exception:  # the registry is restarting: the lease runs out, it is claimed again
             logger.warning("reporting async task %s failed", task.task_id, exc_info=True)
         finally:

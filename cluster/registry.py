@@ -137,11 +137,9 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
 
     def _new_version(self, model: ModelCreate, req: VersionCreate, source: str) -> ModelVersion:
         versions = self._versions.get(model.model_id, [])
-        # Past any number set aside too: "v3" never names two different versions.
-        floor = self._state.versions_set_aside.get(model.model_id, 0)
         return ModelVersion(
             model_id=model.model_id,
-            version=max([floor, *(v.version for v in versions)]) + 1,
+            version=max((v.version for v in versions), default=0) + 1,
             kind=model.kind,
             artifact_uri=req.artifact_uri,
             predictor=model.predictor,
@@ -396,14 +394,18 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
         """Claimable tasks, fairly across deployments. A deleted deployment's tasks end
         FAILURE here; a stopped or failed one's wait (until their TTL) unclaimed, so they
         hold no worker slot."""
-        waiting = []
+        waiting, leases = [], {}
         for name in self._async.deployments():
             record = self._deployments.get(name)
             if record is None:
                 self._async.fail_deployment(name, f"deployment '{name}' was deleted")
             elif record.status in ("STOPPED", "FAILED", "DELETING"):
                 waiting.append(name)
-        return self._async.claim(limit, lease_s, skip=waiting)
+            else:
+                # A lease outlives the prediction (its timeout, and the one resend when its
+                # replica dies), so a slow answer is not counted as a lost worker.
+                leases[name] = max(lease_s, 2 * record.config.request_timeout_s + 10)
+        return self._async.claim(limit, lease_s, skip=waiting, lease_for=leases)
 
     def release_async(
         self, task_id: str, error: str | None = None, deployment_unready: bool = False

@@ -316,3 +316,18 @@ def test_the_registry_counts_attempts_through_release(tmp_path, clock):
     reg.release_async(task_id, error="timed out")
     view = reg.get_async(task_id)
     assert view.status == "FAILURE" and view.attempts == 2 and "timed out" in view.error
+
+
+def test_a_lease_outlives_the_deployments_request_timeout(tmp_path, clock):
+    reg = _registry(tmp_path)
+    reg._async._clock = clock
+    slow = reg.get_deployment("healthy").config.model_copy(update={"request_timeout_s": 300})
+    reg.update_deployment("healthy", config=slow)
+    task_id = reg.enqueue_async("healthy", req()).task_id
+    assert [t.task_id for t in reg.claim_async(1, LEASE_S)] == [task_id]
+    clock.advance(300)  # far past LEASE_S, still within the prediction's own bound
+    reg._async.maintain()
+    assert reg.get_async(task_id).attempts == 0
+    clock.advance(2 * 300 + 10)
+    reg._async.maintain()
+    assert reg.get_async(task_id).attempts == 1
