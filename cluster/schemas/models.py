@@ -19,7 +19,10 @@ class ModelKind(str, Enum):
 
 class VersionCreate(Schema):
     artifact_uri: str = Field(
-        default="", description="Directory or file holding the weights ('' for none: custom)."
+        default="",
+        description="Directory or file holding the weights ('' for none: custom): "
+        "package://<package>, a path inside the storage root (not under its outputs/), or "
+        "s3://, gs://, ... (pyarrow.fs).",
     )
     metrics: dict[str, float] = Field(default_factory=dict)
 

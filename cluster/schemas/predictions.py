@@ -15,7 +15,11 @@ class PredictRequest(Schema):
     version: int | None = Field(
         default=None, ge=1, description="Pin a live version (e.g. a new one before it has traffic)."
     )
-    url: str | None = Field(default=None, description="http(s) or file URL of a JSON args object.")
+    url: str | None = Field(
+        default=None,
+        description="file:// URI under the storage root of a JSON args object (at most "
+        "MODELYARD_PREDICT_URL_MAX_BYTES); http(s) only where MODELYARD_PREDICT_URL_HTTP is on.",
+    )
     request_id: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
