@@ -69,7 +69,7 @@ def start_control_plane(
     operator = get_or_create_operator(head, str(settings.root), _dashboard_url())
     get_or_create_async_worker(head_node_id=head)
     serve.run(
-        build(key_digest, str(settings.root)),
+        build(key_digest, str(settings.root), settings.max_body_bytes),
         name=CONTROL_APP,
         route_prefix="/",
         logging_config=QUIET,

@@ -3,6 +3,7 @@
 ModelyardError                 500
  +-- BadRequest                400
  |    +-- CapacityError        400  (a request the cluster can never satisfy)
+ |    +-- PayloadTooLarge      413  (a body over MODELYARD_MAX_BODY_BYTES, refused unread)
  +-- Unauthorized              401
  +-- NotFound                  404
  +-- Conflict                  409
@@ -38,6 +39,11 @@ class InvalidInput(BadRequest):
 
 class CapacityError(BadRequest):
     error_type = "insufficient_capacity"
+
+
+class PayloadTooLarge(BadRequest):
+    status_code = 413
+    error_type = "payload_too_large"
 
 
 class Unauthorized(ModelyardError):

@@ -9,13 +9,11 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from typing import Annotated
-
 import orjson
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -131,14 +129,37 @@ def _extra(exc: errors.ModelyardError) -> dict:
     return {}
 
 
-_bearer = HTTPBearer(auto_error=False)
+MISSING_KEY = "missing 'Authorization: Bearer <key>' header"
+# Set in the ASGI scope by cluster.guard once it checked the key, so no layer checks twice.
+KEY_CHECKED = "modelyard.key_checked"
 
 
-async def require_key(
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Compare the bearer token with the admin key's digest, in constant time."""
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise errors.Unauthorized("missing 'Authorization: Bearer <key>' header")
-    if not hmac.compare_digest(key_digest(creds.credentials), get_key_digest()):
-        raise errors.Unauthorized("wrong API key")
+def key_problem(authorization: bytes | str | None) -> str | None:
+    """Why an ``Authorization`` header value does not carry the admin key, or None if it does.
+
+    The one bearer check, used by the guard middleware, ``require_key`` and the fast lane;
+    the digests are compared in constant time.
+    """
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("latin-1")
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return MISSING_KEY
+    if not hmac.compare_digest(key_digest(token), get_key_digest()):
+        return "wrong API key"
+    return None
+
+
+class _AdminKey(HTTPBearer):
+    """``require_key``: a security dependency, so /openapi.json shows the bearer scheme."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        if request.scope.get(KEY_CHECKED):
+            return
+        problem = key_problem(request.headers.get("authorization"))
+        if problem is not None:
+            raise errors.Unauthorized(problem)
+
+
+require_key = _AdminKey(auto_error=False)

@@ -17,6 +17,7 @@ from cluster.api import (
 )
 from cluster.api.deps import configure
 from cluster.fastpath import PredictFastPath
+from cluster.guard import DEFAULT_MAX_BODY_BYTES, Guard
 from cluster.http import install_error_handlers, require_key
 
 app = FastAPI(title="modelyard", version="1")
@@ -26,6 +27,7 @@ _v1 = [Depends(require_key)]
 for module in (tasks, deployments, models, system, embeddings, async_tasks, finetune, batch):
     app.include_router(module.router, prefix="/v1", dependencies=_v1)
 app.add_middleware(PredictFastPath)  # answers well-formed predictions before FastAPI's stack
+app.add_middleware(Guard)  # added last, so it runs first: the key and the body size
 
 
 # The ingress only awaits (routing, batching, registry calls), so its user code and its
@@ -45,9 +47,12 @@ INGRESS_ENV = {
 )
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, key_digest: str, storage_root: str = "") -> None:
+    def __init__(
+        self, key_digest: str, storage_root: str = "", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    ) -> None:
         import ray
 
+        from cluster import guard
         from cluster.control import ControlPlane
         from cluster.metrics import Metrics
         from cluster.registry import registry_handle
@@ -59,7 +64,8 @@ class Ingress:
         router = Router(registry, metrics)
         operator = ray.get_actor(OPERATOR_ACTOR, namespace=NAMESPACE)
         configure(ControlPlane(registry, operator, router, metrics), key_digest, storage_root)
+        guard.configure(max_body_bytes)
 
 
-def build(key_digest: str, storage_root: str = ""):
-    return Ingress.bind(key_digest, storage_root)
+def build(key_digest: str, storage_root: str = "", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    return Ingress.bind(key_digest, storage_root, max_body_bytes)

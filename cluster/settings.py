@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None, description="Admin key; generated and saved under storage_root when unset."
     )
+    max_body_bytes: int = Field(
+        default=8 << 20,
+        ge=64 << 10,
+        le=1 << 30,
+        description="Largest request body; a larger one answers 413 before it is read. The "
+        "default holds 4096 texts of ~1,900 characters, or ~10,000 inline fine-tuning pairs.",
+    )
     predict_url_http: bool = Field(
         default=False,
         description="Let a predict 'url' be http(s) (it is fetched by the ingress); file:// "

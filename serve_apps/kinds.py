@@ -3,6 +3,10 @@
 Each predictor follows the request's life: ``setup`` (load weights on the device),
 ``decode`` (validate one request's args), ``predict_batch`` (one call for many requests)
 and ``warmup`` (one throw-away prediction before the replica reports healthy).
+
+``predict_batch`` runs the model on at most ``max_batch_size`` rows (texts, input rows) at
+a time, whatever the requests hold: a replica's memory is bounded by that, not by the
+largest request. The replica sets it from its deployment's ``max_batch_size``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from cluster.schemas.predictions import texts_problem
 from serve_apps import artifacts
+
+# Rows per model call until a replica's config sets its own: the default rows per call of
+# a batch job (BatchPredictCreate.batch_size), which runs without a deployment config.
+DEFAULT_MAX_BATCH_SIZE = 64
 
 
 def import_path(path: str) -> Any:
@@ -24,6 +33,7 @@ class Predictor:
     def __init__(self, spec: dict[str, Any], device: str) -> None:
         self.spec = spec
         self.device = device
+        self.max_batch_size = DEFAULT_MAX_BATCH_SIZE
 
     def setup(self) -> None:
         raise NotImplementedError
@@ -51,11 +61,17 @@ class SentenceTransformerPredictor(Predictor):
         texts = args.get("texts")
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError("args.texts must be a non-empty list of strings")
+        # The API's limits, for batch jobs and direct handle calls that skip the ingress.
+        problem = texts_problem(texts)
+        if problem is not None:
+            raise ValueError(f"args.texts{problem[0]}: {problem[1]}")
         return texts
 
     def predict_batch(self, items: list[list[str]]) -> list[Any]:
         flat = [t for texts in items for t in texts]
-        vectors = self.model.encode(flat, batch_size=max(len(flat), 1), convert_to_numpy=True)
+        # encode sorts all the texts by length, then tokenizes and runs them batch_size at a
+        # time: one call, memory bounded by max_batch_size texts.
+        vectors = self.model.encode(flat, batch_size=self.max_batch_size, convert_to_numpy=True)
         out, start = [], 0
         for texts in items:
             out.append({"embeddings": vectors[start : start + len(texts)].tolist()})
@@ -88,8 +104,13 @@ class TorchPredictor(Predictor):
     def predict_batch(self, items: list[Any]) -> list[Any]:
         import torch
 
+        rows, n = torch.cat(items), self.max_batch_size
         with torch.inference_mode():
-            outputs = self.module(torch.cat(items).to(self.device)).cpu()
+            # Rows are independent (requests already share a call), so slicing changes nothing.
+            starts = range(0, max(len(rows), 1), n)
+            outputs = torch.cat(
+                [self.module(rows[i : i + n].to(self.device)).cpu() for i in starts]
+            )
         results, start = [], 0
         for x in items:
             results.append({"outputs": outputs[start : start + len(x)].tolist()})

@@ -54,7 +54,11 @@ class ModelServer:
         self.predictor = kinds.load(spec, self.device)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self._predict_batch.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
+        max_batch_size = int(user_config.get("max_batch_size", 32))
+        # The model's own bound too: the ingress gathers up to max_batch_size requests into
+        # one predict_many call, each of which may hold many texts.
+        self.predictor.max_batch_size = max_batch_size
+        self._predict_batch.set_max_batch_size(max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(
             float(user_config.get("batch_wait_timeout_s", 0.005))
         )

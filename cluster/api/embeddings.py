@@ -20,21 +20,21 @@ from pydantic import Field, field_validator
 from cluster import errors
 from cluster.api.deps import ControlDep
 from cluster.http import FastJSONResponse
-from cluster.schemas import EmbedArgs, PredictRequest, Schema
+from cluster.schemas import PredictRequest, Schema
+from cluster.schemas.predictions import MAX_TEXT_CHARS, MAX_TEXTS, texts_problem
 
 router = APIRouter(tags=["embeddings"])
 
 EMBEDDING_KIND = "sentence-transformer"
-# EmbedArgs' limit, checked here too so that the message names "input", not "texts".
-MAX_INPUTS: int = next(
-    m.max_length for m in EmbedArgs.model_fields["texts"].metadata if hasattr(m, "max_length")
-)
 _WORDS = re.compile(r"\w+|[^\w\s]")
 
 
 class EmbeddingsRequest(Schema):
     model: str = Field(description="Name of a sentence-transformer deployment.")
-    input: str | list[str] = Field(description="A text or a list of texts.")
+    input: str | list[str] = Field(
+        description=f"A text or a list of at most {MAX_TEXTS} texts, each of at most "
+        f"{MAX_TEXT_CHARS} characters."
+    )
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = Field(default=None, description="Accepted and ignored.")
     dimensions: int | None = Field(
@@ -51,8 +51,6 @@ class EmbeddingsRequest(Schema):
                 )
             if not value:
                 raise ValueError("give at least one string")
-            if len(value) > MAX_INPUTS:
-                raise ValueError(f"{len(value)} strings; send at most {MAX_INPUTS} per request")
         return value
 
     @property
@@ -80,6 +78,7 @@ class EmbeddingsResponse(Schema):
 
 @router.post("/embeddings", response_model=EmbeddingsResponse)
 async def embeddings(req: EmbeddingsRequest, control: ControlDep) -> FastJSONResponse:
+    _check_limits(req)
     route = await control.router.route(req.model)
     if route.kind != EMBEDDING_KIND:
         raise errors.BadRequest(
@@ -91,6 +90,15 @@ async def embeddings(req: EmbeddingsRequest, control: ControlDep) -> FastJSONRes
     _check_dimensions(req, len(vectors[0]))
     # A plain FastJSONResponse skips response-model validation of every float.
     return FastJSONResponse(_body(req, vectors))
+
+
+def _check_limits(req: EmbeddingsRequest) -> None:
+    # The limits of EmbedArgs (which the predict path checks again), worded for "input".
+    problem = texts_problem(req.texts)
+    if problem is not None:
+        where, msg = problem
+        where = "" if isinstance(req.input, str) else where
+        raise RequestValidationError([{"loc": ("body", f"input{where}"), "msg": msg}])
 
 
 def _check_dimensions(req: EmbeddingsRequest, size: int) -> None:

@@ -66,6 +66,10 @@ DeployTimeout = Annotated[
     float | None,
     typer.Option(help="Seconds a deploy may take to be ready (env MODELYARD_DEPLOY_TIMEOUT_S)."),
 ]
+MaxBodyBytes = Annotated[
+    int | None,
+    typer.Option(help="Largest request body; more answers 413 (env MODELYARD_MAX_BODY_BYTES)."),
+]
 DirectIngress = Annotated[
     bool | None,
     typer.Option(
@@ -139,6 +143,7 @@ def up(
     registry_db: RegistryDb = None,
     api_key: ApiKey = None,
     direct_ingress: DirectIngress = None,
+    max_body_bytes: MaxBodyBytes = None,
     async_result_ttl_s: AsyncResultTtl = None,
     deploy_timeout_s: DeployTimeout = None,
     async_pending_ttl_s: AsyncPendingTtl = None,
@@ -166,6 +171,7 @@ def up(
         registry_db=registry_db,
         api_key=api_key,
         direct_ingress=direct_ingress,
+        max_body_bytes=max_body_bytes,
         async_result_ttl_s=async_result_ttl_s,
         deploy_timeout_s=deploy_timeout_s,
         async_pending_ttl_s=async_pending_ttl_s,

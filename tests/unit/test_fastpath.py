@@ -56,13 +56,13 @@ def http():
 def fast_answers(monkeypatch):
     """Statuses the fast lane itself sent."""
     sent: list[int] = []
-    original = fastpath._send_json
+    original = fastpath.send_json
 
     async def recording(send, status, payload, extra_headers=None):
         sent.append(status)
         await original(send, status, payload, extra_headers)
 
-    monkeypatch.setattr(fastpath, "_send_json", recording)
+    monkeypatch.setattr(fastpath, "send_json", recording)
     return sent
 
 
@@ -83,7 +83,7 @@ def test_a_good_prediction_is_answered_by_the_fast_lane(control, http, fast_answ
         ({"Authorization": f"Basic {KEY}"}, "missing"),
     ],
 )
-def test_missing_or_wrong_keys_get_fastapis_401(control, http, fast_answers, headers, message):
+def test_missing_or_wrong_keys_get_the_guards_401(control, http, fast_answers, headers, message):
     resp = http.post("/v1/deployments/d/predict", json={"args": {}}, headers=headers)
     assert resp.status_code == 401
     assert message in resp.json()["error"]["message"]
@@ -133,3 +133,35 @@ def test_control_plane_errors_keep_the_one_error_format(
         assert resp.headers["Retry-After"] == "2"
     if status == 500:
         assert body["status"] == "FAILURE" and body["traceback"] == "Traceback..."
+
+
+def test_a_large_prediction_under_the_body_limit_takes_the_fast_lane(control, http, fast_answers):
+    # The lane used to hand bodies over 1 MiB to FastAPI; the guard now bounds them.
+    texts = ["word " * 1000] * 400  # about 2 MiB
+    resp = http.post("/v1/deployments/d/predict", json={"args": {"texts": texts}}, headers=AUTH)
+    assert resp.status_code == 200 and fast_answers == [200]
+    assert control.calls == [("d", {"texts": texts}, None)]
+
+
+def test_without_the_guard_the_lane_checks_the_key_itself(control):
+    import asyncio
+
+    inner_calls: list[str] = []
+
+    async def inner(scope, receive, send):
+        inner_calls.append(scope["path"])
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    async def send(message):
+        raise AssertionError("the lane answered")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/deployments/d/predict",
+        "headers": [(b"authorization", b"Bearer nope")],
+    }
+    asyncio.run(fastpath.PredictFastPath(inner)(scope, receive, send))
+    assert inner_calls == ["/v1/deployments/d/predict"]  # on to FastAPI's require_key

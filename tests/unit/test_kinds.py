@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cluster.schemas.predictions import MAX_TEXT_CHARS, MAX_TEXTS
 from serve_apps import kinds
 from tests.tiny_models import Tiny
 
@@ -32,21 +33,93 @@ def test_sentence_transformer_decode_accepts_texts():
     assert predictor.decode({"texts": ["a", "b"]}) == ["a", "b"]
 
 
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["x"] * (MAX_TEXTS + 1), f"args.texts: at most {MAX_TEXTS} texts per request (got 4097)"),
+        (
+            ["ok", "fine", "y" * (MAX_TEXT_CHARS + 5)],
+            f"args.texts.2: at most {MAX_TEXT_CHARS} characters per text (got 20005)",
+        ),
+    ],
+)
+def test_sentence_transformer_decode_keeps_the_apis_limits(texts, message):
+    # Batch jobs and direct handle calls reach decode without the ingress's schemas.
+    predictor = kinds.SentenceTransformerPredictor({"artifact_uri": "unused"}, "cpu")
+    with pytest.raises(ValueError) as info:
+        predictor.decode({"texts": texts})
+    assert str(info.value) == message
+    at_the_limits = ["y" * MAX_TEXT_CHARS] * 2 + ["x"] * (MAX_TEXTS - 2)
+    assert predictor.decode({"texts": at_the_limits}) == at_the_limits
+
+
 def test_sentence_transformer_predict_batch_splits_per_request():
     class FakeEncoder:
         def encode(self, texts, batch_size, convert_to_numpy):
             import numpy as np
 
-            assert batch_size == len(texts)
+            sizes.append(batch_size)
             return np.array([[float(len(t)), 0.0] for t in texts])
 
+    sizes: list[int] = []
     predictor = kinds.SentenceTransformerPredictor({"artifact_uri": "unused"}, "cpu")
     predictor.model = FakeEncoder()
+    predictor.max_batch_size = 2
     out = predictor.predict_batch([["a", "bb"], ["ccc"]])
     assert out == [
         {"embeddings": [[1.0, 0.0], [2.0, 0.0]]},
         {"embeddings": [[3.0, 0.0]]},
     ]
+    assert sizes == [2]  # the model runs 2 texts at a time, not all 3 of the batch
+
+
+TINY_WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ray", "serve", "model", "text"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sentence_model(tmp_path_factory):
+    """A one-layer BERT with an 11-word vocabulary, saved as a SentenceTransformer."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-st")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(root)
+    BertTokenizerFast(vocab_file=str(root / "vocab.txt")).save_pretrained(root)
+    modules = [models.Transformer(str(root), max_seq_length=48), models.Pooling(16)]
+    SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
+    return root / "st"
+
+
+def test_chunked_encode_matches_one_batch(tiny_sentence_model):
+    import numpy as np
+
+    spec = {"kind": "sentence-transformer", "artifact_uri": str(tiny_sentence_model)}
+    predictor = kinds.load({**spec, "version": 1}, "cpu")
+    items = [
+        [" ".join(TINY_WORDS[: k + 1]) for k in range(7)],
+        ["dog"],
+        ["the cat sat on the mat " * 5, "ray serve", "model text"],
+    ]
+    predictor.max_batch_size = 1000
+    whole = predictor.predict_batch(items)
+    predictor.max_batch_size = 2
+    chunked = predictor.predict_batch(items)
+    assert [len(o["embeddings"]) for o in chunked] == [7, 1, 3]
+    for a, b in zip(whole, chunked, strict=True):
+        # Equal up to float32 rounding: a text padded to another length sums in another order.
+        np.testing.assert_allclose(a["embeddings"], b["embeddings"], rtol=0, atol=1e-6)
+    assert not np.allclose(whole[0]["embeddings"][0], whole[0]["embeddings"][6], atol=1e-3)
 
 
 def custom_spec(**kwargs) -> dict:
