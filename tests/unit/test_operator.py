@@ -331,3 +331,18 @@ def test_a_database_from_before_apps_were_recorded_adopts_its_deployments_apps(t
     again = RegistryCore(db)
     assert again.owned_serve_apps() == ["emb--v1"]
     again.close()
+
+
+def test_replica_counts_that_could_never_be_reached_are_refused_naming_the_field():
+    import pytest
+    from pydantic import ValidationError
+
+    assert DeploymentConfig(autoscaling={"min_replicas": 0, "max_replicas": 1}).replicas_wanted == 1
+    for bad, field_name in (
+        ({"autoscaling": {"max_replicas": 5000}}, "max_replicas"),
+        ({"autoscaling": {"min_replicas": 5000, "max_replicas": 5000}}, "min_replicas"),
+        ({"num_replicas": 5000}, "num_replicas"),
+        ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, r"max_replicas \(2\) must be >="),
+    ):
+        with pytest.raises(ValidationError, match=field_name):
+            DeploymentConfig.model_validate(bad)
