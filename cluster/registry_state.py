@@ -64,6 +64,8 @@ class RegistryState:
         self.tasks: dict[str, Task] = {}
         self.events: dict[str, list[DeploymentEvent]] = {}
         self._event_keys: dict[str, list[str]] = {}
+        # Per model, the highest version number set aside: numbers are never given twice.
+        self.versions_set_aside: dict[str, int] = {}
         # Changes whenever routing-relevant state changes (see RegistryCore.routing_snapshot).
         self.generation = 0
         self._load()
@@ -141,13 +143,15 @@ class RegistryState:
 
     def _expired_tasks(self, now: datetime) -> list[str]:
         """Finished tasks older than the retention, or beyond the count (oldest first). The
-        newest task of each kind per model and per deployment stays: the ``*-status``
-        routes and a repeated deploy answer with it."""
+        newest task of each kind per model and per deployment that still exist stays: the
+        ``*-status`` routes and a repeated deploy answer with it."""
         finished = [t for t in self.tasks.values() if t.final]
         latest: dict[tuple, str] = {}
         for task in self.tasks.values():  # oldest first: the newest of each key stays
-            latest[(task.kind, "model", task.model_id)] = task.id
-            latest[(task.kind, "deployment", task.deployment_name)] = task.id
+            if task.model_id in self.models:
+                latest[(task.kind, "model", task.model_id)] = task.id
+            if task.deployment_name in self.deployments:
+                latest[(task.kind, "deployment", task.deployment_name)] = task.id
         keep = set(latest.values())
         cutoff = now - timedelta(days=self.retention.task_days)
         candidates = [t for t in finished if t.id not in keep]
@@ -175,6 +179,11 @@ class RegistryState:
         self.models = dict(store.load("models", ModelCreate))
         for _, version in store.load("versions", ModelVersion):
             self.versions.setdefault(version.model_id, []).append(version)
+        for row in store.quarantined("versions"):
+            model_id, _, number = row["id"].rpartition("@")
+            if number.isdigit():
+                seen = self.versions_set_aside.get(model_id, 0)
+                self.versions_set_aside[model_id] = max(seen, int(number))
         for model_id in [m for m in self.models if not self.versions.get(m)]:
             # A model whose versions were all set aside cannot be shown or served.
             store.set_aside("models", model_id, "none of its versions could be read")

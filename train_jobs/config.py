@@ -20,7 +20,8 @@ RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are no setting: every float field refuses them, naming the field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetSpec(_Schema):
@@ -125,6 +126,10 @@ class FinetuneConfig(_Schema):
 
 
 class FinetuneResult(_Schema):
+    # What a run measured, not what it was asked: a diverged run's loss is NaN, and the
+    # result must still be reported.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
     task_id: str | None
     run_name: str
     output_dir: str

@@ -155,3 +155,135 @@ def test_embed_args():
     assert EmbedArgs(texts=["a"]).texts == ["a"]
     with pytest.raises(ValidationError):
         EmbedArgs(texts=[])
+
+
+# ------------------------------------------------------------------ NaN and infinity
+
+
+def _schemas() -> list[type]:
+    """Every request and record shape: the API's schemas and the trainer's configs."""
+    from pydantic import BaseModel
+
+    import cluster.schemas as schemas
+    import train_jobs.config as train_config
+
+    found = {
+        obj
+        for module in (schemas, train_config)
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.model_fields
+    }
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def _float_fields() -> list[tuple[type, str, bool]]:
+    """(schema, field, holds a dict of floats) for every float field there is."""
+    from typing import get_args
+
+    def floats(annotation) -> bool:
+        return annotation is float or any(floats(a) for a in get_args(annotation))
+
+    out = []
+    for schema in _schemas():
+        for name, field in schema.model_fields.items():
+            if floats(field.annotation):
+                is_dict = "dict" in str(field.annotation)
+                out.append((schema, name, is_dict))
+    return out
+
+
+FLOAT_FIELDS = _float_fields()
+# Measured by the trainer (a diverged run's loss is NaN), never input: it is not refused.
+MEASURED = {"FinetuneResult"}
+
+
+def test_the_float_fields_are_found():
+    names = {f"{s.__name__}.{n}" for s, n, _ in FLOAT_FIELDS}
+    assert {"VersionCreate.metrics", "Resources.num_gpus", "FinetuneParams.learning_rate"} <= names
+    assert {"DeployRequest.timeout_s", "RolloutOptions.max_error_rate"} <= names
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    ("schema", "field", "is_dict"),
+    [f for f in FLOAT_FIELDS if f[0].__name__ not in MEASURED],
+    ids=lambda f: getattr(f, "__name__", str(f)),
+)
+def test_nan_and_infinity_in_every_float_field_are_refused(schema, field, is_dict, bad):
+    value = f'{{"k": {bad}}}' if is_dict else bad
+    with pytest.raises(ValidationError) as exc:
+        schema.model_validate_json(f'{{"{field}": {value}}}')
+    locs = [e["loc"] for e in exc.value.errors() if e["type"] == "finite_number"]
+    assert locs == [(field, "k")] if is_dict else locs == [(field,)], exc.value.errors()
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    ("schema", "body", "loc"),
+    [
+        (PredictRequest, '{"args": {"texts": ["a"], "w": [1.5, %s]}}', ("args", "w", 1)),
+        (PredictRequest, '{"args": {"deep": {"x": [{"y": %s}]}}}', ("args", "deep", "x", 0, "y")),
+        (
+            ModelCreate,
+            '{"model_id": "m", "kind": "custom", "predictor": "a:B", '
+            '"predictor_kwargs": {"scale": %s}}',
+            ("predictor_kwargs", "scale"),
+        ),
+        (
+            ModelCreate,
+            '{"model_id": "m", "kind": "sentence-transformer", "artifact_uri": "/w", '
+            '"metrics": {"recall_at_1": %s}}',
+            ("metrics", "recall_at_1"),
+        ),
+    ],
+)
+def test_nan_inside_free_form_fields_is_refused_on_both_parse_paths(schema, body, loc, bad):
+    import json
+
+    text = body % bad
+    for parse in (schema.model_validate_json, lambda t: schema.model_validate(json.loads(t))):
+        with pytest.raises(ValidationError) as exc:
+            parse(text)
+        assert [e["loc"] for e in exc.value.errors()] == [loc]
+
+
+def test_finite_numbers_and_model_outputs_pass():
+    from cluster.schemas import PredictResponse, Task
+
+    assert PredictRequest(args={"texts": ["a"] * 3, "w": [1.0, -2.5, 1e300]}).args["w"][2] == 1e300
+    # A model's answer is passed on as it is (JSON writes NaN as null).
+    assert PredictResponse(result=[float("nan")]).result[0] != 0
+    with pytest.raises(ValidationError, match="detail.progress.loss"):
+        Task(id="t", kind="deploy", detail={"progress": {"loss": float("inf")}})
+
+
+def test_the_api_answers_422_naming_the_field(tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from cluster.http import install_error_handlers
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/models")
+    def create(req: ModelCreate) -> dict:
+        return {"ok": True}
+
+    @app.post("/predict")
+    def predict(req: PredictRequest) -> dict:
+        return {"ok": True}
+
+    client = TestClient(app)
+    headers = {"content-type": "application/json"}
+    model = (
+        '{"model_id": "m", "kind": "sentence-transformer", "artifact_uri": "/w", '
+        '"metrics": {"recall_at_1": NaN}}'
+    )
+    resp = client.post("/models", content=model, headers=headers)
+    assert resp.status_code == 422
+    assert "metrics.recall_at_1" in resp.json()["error"]["message"]
+    resp = client.post("/predict", content='{"args": {"x": [-Infinity]}}', headers=headers)
+    assert resp.status_code == 422
+    assert resp.json()["error"]["message"] == "args.x.0: NaN/Infinity is not allowed"
+    assert client.post("/predict", content='{"args": {"x": [1.5]}}', headers=headers).json()
