@@ -2,7 +2,8 @@
 
     starting --green healthy--> shifting (steps[0]% .. 100%) --> draining --> done
        |                              |
-       | green failed to load         | a limit crossed, or a rollback request
+       | green failed to load, or not | a limit crossed, or a rollback request
+       | healthy in start_timeout_s   |
        v                              v
     done (failed)                  aborting --green drained--> done (failed | canceled)
 
@@ -12,7 +13,8 @@ model up before that). At each step the ingress's own measurements of green, rea
 window since the step began, are compared with the limits. An app is deleted only after
 every live ingress routes with the new weights and has no request left in flight on it, so
 no request is dropped. ``in_place`` updates blue's own app instead, a few replicas at a
-time, for clusters with no room for a second copy.
+time, for clusters with no room for a second copy; past ``start_timeout_s`` it puts blue's
+version back the same way. Every phase has a bound, so no swap waits forever.
 """
 
 from __future__ import annotations
