@@ -43,6 +43,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 class Tally:
     cases: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    by_operation: dict[str, dict[int, int]] = field(default_factory=dict)
     allowed_503: list[str] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
 
@@ -55,6 +56,8 @@ def _deployment_status(base_url: str) -> str | None:
 def _record(tally: Tally, case, response, base_url: str) -> None:
     tally.cases += 1
     tally.by_status[response.status_code] = tally.by_status.get(response.status_code, 0) + 1
+    seen = tally.by_operation.setdefault(case.operation.label, {})
+    seen[response.status_code] = seen.get(response.status_code, 0) + 1
     try:
         case.validate_response(response, checks=[not_a_server_error])
         return
@@ -142,6 +145,7 @@ def test_no_operation_answers_a_server_error(local_cluster, api, fuzzed_deployme
         "operations": len(operations),
         "cases": tally.cases,
         "by_status": dict(sorted(tally.by_status.items())),
+        "by_operation": tally.by_operation,
         "allowed_503": tally.allowed_503,
         "findings": tally.findings,
     }
