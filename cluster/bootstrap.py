@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cluster.schemas import DeployRequest, ModelCreate
@@ -66,7 +67,9 @@ def start_control_plane(
     registry = get_or_create_registry(
         settings.db_path, head, settings.async_result_ttl_s, limits, settings=settings
     )
-    operator = get_or_create_operator(head, str(settings.root), _dashboard_url())
+    operator = get_or_create_operator(
+        head, str(settings.root), _dashboard_url(), settings.deploy_timeout_s
+    )
     get_or_create_async_worker(head_node_id=head)
     serve.run(
         build(key_digest, str(settings.root), settings.max_body_bytes),
@@ -148,12 +151,87 @@ def wait_for_task(registry: Any, task_id: str, timeout_s: float, on_tick=None):
     return task
 
 
-def stop_control_plane() -> None:
-    """Delete every Serve app and the control actors; the registry database stays."""
+@dataclass
+class StopReport:
+    deleted: list[str]  # Serve apps deleted: the control app and modelyard's own
+    left: list[str]  # Serve apps on the cluster that modelyard did not make, untouched
+    source: str  # where the list of modelyard's apps came from
+
+
+def stop_control_plane(db_path: Path | None = None, timeout_s: float = 60.0) -> StopReport:
+    """Delete the control app and the Serve apps modelyard made, then the control actors.
+
+    Other Serve apps on a shared cluster stay, whatever their names (``serve.shutdown``
+    would delete them all); Serve itself is shut down only when no app is left. The list of
+    modelyard's apps comes from the registry actor, else from its database file, else it is
+    only the control app (a model app that cannot be shown to be modelyard's is left and
+    reported). The registry database stays.
+    """
+    from cluster.serving import applications
+
+    owned, source = _owned_apps(db_path)
+    # The operator goes first: it would redeploy a deployment's app as soon as it was gone.
+    for name in (OPERATOR_ACTOR, ASYNC_WORKER_ACTOR):
+        _kill(name)
+    doomed = apps_to_delete(applications(), owned)
+    _delete_apps(doomed, timeout_s)
+    _kill(REGISTRY_ACTOR)
+    left = sorted(applications())
+    if not left:
+        from ray import serve
+
+        serve.shutdown()  # nobody else's app runs: release the proxy's port too
+    return StopReport(deleted=doomed, left=left, source=source)
+
+
+def apps_to_delete(present: dict[str, Any], owned: set[str]) -> list[str]:
+    """The control app first (no new requests), then modelyard's model apps present."""
+    ours = sorted(a for a in present if a in owned and a != CONTROL_APP)
+    return ([CONTROL_APP] if CONTROL_APP in present else []) + ours
+
+
+def owned_apps_in_db(db_path: Path) -> set[str]:
+    """The Serve apps a registry database records as modelyard's, read-only (the registry
+    actor is gone; the file may hold the lock of nobody)."""
+    import sqlite3
+
+    if not db_path.is_file():
+        return set()
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        return {row[0] for row in db.execute("SELECT id FROM serve_apps")}
+    except sqlite3.Error:  # a database from before apps were recorded
+        return set()
+    finally:
+        db.close()
+
+
+def _owned_apps(db_path: Path | None) -> tuple[set[str], str]:
     import ray
+
+    try:
+        registry = ray.get_actor(REGISTRY_ACTOR, namespace=NAMESPACE)
+        return set(ray.get(registry.owned_serve_apps.remote(), timeout=10)), "registry"
+    except Exception:  # gone, restarting or unanswering: what it last wrote down
+        if db_path is not None and db_path.is_file():
+            return owned_apps_in_db(db_path), f"registry database {db_path}"
+        return set(), "nothing (no registry, no database): only the control app is deleted"
+
+
+def _delete_apps(names: list[str], timeout_s: float) -> None:
     from ray import serve
 
-    serve.shutdown()
-    for name in (ASYNC_WORKER_ACTOR, OPERATOR_ACTOR, REGISTRY_ACTOR):
-        with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+    from cluster.serving import applications
+
+    for name in names:
+        serve.delete(name, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while set(names) & set(applications()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def _kill(name: str) -> None:
+    import ray
+
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)

@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     predict_url_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="How long fetching a predict 'url' may take."
     )
+    deploy_timeout_s: float = Field(
+        default=900,
+        gt=0,
+        le=86_400,
+        description="How long a deploy may take to have every replica placed and healthy "
+        "(model download and load included); past it the deploy task ends failed with what "
+        "could not be placed, and its Serve app is deleted.",
+    )
     direct_ingress: bool = Field(
         default=False,
         description=(
