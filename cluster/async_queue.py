@@ -147,6 +147,7 @@ class AsyncQueue:
     def enqueue(self, deployment: str, req: PredictRequest) -> AsyncTask:
         """Queue a prediction; ``Overloaded`` when the queue (or the deployment's share of
         it) is full."""
+        self.maintain()  # expired requests give their places back first
         waiting = self._by_dep.get(deployment, ())
         if len(waiting) >= self.limits.max_pending_per_deployment:
             raise errors.Overloaded(

@@ -182,6 +182,16 @@ def test_expired_pending_tasks_end_failure_with_a_reason(tmp_path, clock, monkey
     assert make_queue(tmp_path, clock).get(old[1]).status == "FAILURE"  # written
 
 
+def test_expired_requests_give_their_places_in_a_full_queue_back(tmp_path, clock):
+    queue = make_queue(tmp_path, clock, max_pending=2, pending_ttl_s=60)
+    first = [queue.enqueue(f"d{i}", req(i)).task_id for i in range(2)]
+    with pytest.raises(errors.Overloaded):
+        queue.enqueue("d2", req())
+    clock.advance(61)
+    queue.enqueue("d2", req())  # no worker claimed meanwhile: the enqueue expires them
+    assert {queue.get(t).status for t in first} == {"FAILURE"}
+
+
 def test_results_are_purged_after_their_ttl_without_a_scan_per_completion(tmp_path, clock):
     queue = AsyncQueue(Store(tmp_path / "r.db"), 100, AsyncLimits(), clock=clock)
     ids = [queue.enqueue("d", req(i)).task_id for i in range(3)]
