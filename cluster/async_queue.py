@@ -306,6 +306,8 @@ class AsyncQueue:
 
     def _end(self, items: list[tuple[AsyncTask, dict[str, Any]]]) -> list[AsyncTask]:
         """Finish tasks in one transaction; memory follows only once it is committed."""
+        if not items:
+            return []
         now = self._clock()
         done = [
             AsyncTask.model_validate(
@@ -366,6 +368,8 @@ class AsyncQueue:
     def _purge(self, now: float) -> bool:
         """Forget results older than ``result_ttl_s``; True if more may be due."""
         due = _pop_due(self._finished, now - self._result_ttl_s)
+        if not due:
+            return False
         try:
             with self._store.transaction():
                 for _, task_id in due:
