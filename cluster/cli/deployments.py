@@ -123,7 +123,9 @@ def predict(
 def batch_predict(
     name: Name,
     input_uri: Annotated[str, typer.Argument(help="JSONL input: a path under the storage root.")],
-    output_uri: Annotated[str, typer.Argument(help="JSONL output, same forms.")],
+    output_uri: Annotated[
+        str, typer.Argument(help="JSONL output: a path relative to <storage root>/outputs.")
+    ],
     batch_size: Annotated[int | None, typer.Option(help="Rows per model call.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Model copies (Ray actors).")] = None,
     num_cpus_per_copy: Annotated[
