@@ -137,9 +137,11 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
 
     def _new_version(self, model: ModelCreate, req: VersionCreate, source: str) -> ModelVersion:
         versions = self._versions.get(model.model_id, [])
+        # Past any number set aside too: "v3" never names two different versions.
+        floor = self._state.versions_set_aside.get(model.model_id, 0)
         return ModelVersion(
             model_id=model.model_id,
-            version=max((v.version for v in versions), default=0) + 1,
+            version=max([floor, *(v.version for v in versions)]) + 1,
             kind=model.kind,
             artifact_uri=req.artifact_uri,
             predictor=model.predictor,
@@ -259,7 +261,12 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
         if task.status in FINAL_TASK_STATES:
             return None
         detail = {**task.detail, **fields.pop("detail", {})}
-        updated = Task.model_validate(finite({**task.model_dump(), **fields, "detail": detail}))
+        # The request was validated when the task was made and never changes; it may hold
+        # 10,000 inline pairs, and progress reports come every few steps: not walked again.
+        request = detail.pop("request", None)
+        updated = Task.model_validate(finite({**dict(task), **fields, "detail": detail}))
+        if request is not None:
+            updated.detail["request"] = request
         updated.updated_at = utcnow()
         return updated
 

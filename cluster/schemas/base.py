@@ -57,13 +57,18 @@ def non_finite_path(value: Any) -> list[Any] | None:
 
 def finite(value: Any) -> Any:
     """``value`` with every NaN or infinity replaced by None: for numbers that modelyard
-    measured itself (a diverged loss, an unbounded p99), which are recorded, not refused."""
+    measured itself (a diverged loss, an unbounded p99), which are recorded, not refused.
+    ``value`` itself when it holds none: nothing is copied."""
+    return value if non_finite_path(value) is None else _nulled(value)
+
+
+def _nulled(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
+        return {k: _nulled(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
+        return [_nulled(v) for v in value]
     return value
 
 

@@ -340,3 +340,47 @@ def test_a_diverged_run_is_recorded_not_refused(db):
     detail = reg.get_task(task.id).detail
     assert detail["history"][0]["loss"] is None
     assert detail["metrics_after"] == {"mrr": 0.5}
+
+
+# ------------------------------------------------------------------ the admin view
+
+
+class FakeControl:
+    """The control plane as the routes see it: registry calls go to a RegistryCore."""
+
+    class router:  # noqa: N801 - shaped like ControlPlane.router
+        @staticmethod
+        def start() -> None:
+            pass
+
+    def __init__(self, reg: RegistryCore) -> None:
+        self.reg = reg
+
+    async def call(self, method: str, *args, **kwargs):
+        return getattr(self.reg, method)(*args, **kwargs)
+
+
+def test_get_admin_quarantine_lists_the_rows_set_aside_for_the_admin_only(db):
+    from fastapi import Depends, FastAPI
+    from fastapi.testclient import TestClient
+
+    from cluster.api import deps, system
+    from cluster.http import install_error_handlers, require_key
+    from cluster.settings import key_digest
+
+    reg = RegistryCore(db)
+    reg.register_model(ECHO)
+    reg.close()
+    corrupt(db, "versions", "echo@1", '{"model_id": "echo", "version": NaN}')
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(system.router, prefix="/v1", dependencies=[Depends(require_key)])
+    deps.configure(control=FakeControl(RegistryCore(db)), key_digest=key_digest("k"))
+    client = TestClient(app)
+    assert client.get("/v1/admin/quarantine").status_code == 401
+    resp = client.get("/v1/admin/quarantine", headers={"Authorization": "Bearer k"})
+    assert resp.status_code == 200, resp.text
+    rows = {(r["table"], r["id"]): r for r in resp.json()}
+    assert set(rows) == {("versions", "echo@1"), ("models", "echo")}
+    assert rows["versions", "echo@1"]["doc"] == '{"model_id": "echo", "version": NaN}'
+    assert "none of its versions" in rows["models", "echo"]["error"]
