@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from cluster import errors
 from cluster.async_queue import AsyncLimits, AsyncQueue
 from cluster.batch_tasks import BatchTasks
 from cluster.finetune_tasks import FineTuneTasks
+from cluster.registry_models import ModelVersions
 from cluster.registry_rollouts import RolloutTasks
 from cluster.registry_state import RegistryState, Retention
 from cluster.schemas import (
@@ -31,22 +31,15 @@ from cluster.schemas import (
     DeploymentStatus,
     DeploymentUpdate,
     DeployRequest,
-    ModelCreate,
-    ModelPublic,
-    ModelVersion,
     Page,
     PredictRequest,
     Task,
     TaskKind,
-    VersionCreate,
     utcnow,
 )
 from cluster.schemas.base import finite
 from cluster.schemas.nodes import QuarantinedRow
 from cluster.store import Store
-
-# A version identical to the latest one, added this soon after it, is a retry of that call.
-RETRY_WINDOW = timedelta(minutes=10)
 
 
 def deployment_name_for(model_id: str) -> str:
@@ -55,7 +48,7 @@ def deployment_name_for(model_id: str) -> str:
     return slug[:63].rstrip("-") or "model"
 
 
-class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
+class RegistryCore(ModelVersions, RolloutTasks, FineTuneTasks, BatchTasks):
     def __init__(
         self,
         db_path: str | Path,
@@ -91,100 +84,6 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
     def list_quarantine(self) -> list[QuarantinedRow]:
         """Rows set aside at start because they could not be read (kept as stored)."""
         return [QuarantinedRow.model_validate(row) for row in self._store.quarantined()]
-
-    # ------------------------------------------------------------ models
-
-    def register_model(self, req: ModelCreate) -> ModelVersion:
-        """The model and its version 1, written together; registering it again (a retry
-        included) is a Conflict and adds nothing."""
-        if req.model_id in self._models:
-            raise errors.Conflict(
-                f"model '{req.model_id}' exists; add a version with "
-                f"POST /v1/models/{req.model_id}/versions"
-            )
-        version = self._new_version(req, req, "registered")
-        self._state.save(req, version)
-        return version
-
-    def add_version(
-        self, model_id: str, req: VersionCreate, source: str = "registered"
-    ) -> ModelVersion:
-        model = self._model(model_id)
-        if model.kind != "custom" and not req.artifact_uri:
-            raise errors.BadRequest(f"kind '{model.kind}' needs 'artifact_uri': where weights are")
-        previous = self._same_version(model_id, req, source)
-        if previous is not None:
-            return previous
-        version = self._new_version(model, req, source)
-        self._state.save(version)
-        return version
-
-    def _same_version(self, model_id: str, req: VersionCreate, source: str) -> ModelVersion | None:
-        """The version an earlier run of this call added, if any: a fine-tuning run adds one
-        version per output (its task id and artifact), and an identical ``registered``
-        version right after itself is the same call retried."""
-        versions = self._versions.get(model_id, [])
-        if source != "registered":
-            for v in versions:
-                if v.source == source and v.artifact_uri == req.artifact_uri:
-                    return v
-            return None
-        last = versions[-1] if versions else None
-        same = (source, req.artifact_uri, req.metrics)
-        if last is not None and (last.source, last.artifact_uri, last.metrics) == same:
-            return last if utcnow() - last.created_at < RETRY_WINDOW else None
-        return None
-
-    def _new_version(self, model: ModelCreate, req: VersionCreate, source: str) -> ModelVersion:
-        versions = self._versions.get(model.model_id, [])
-        # Past any number set aside too: "v3" never names two different versions.
-        floor = self._state.versions_set_aside.get(model.model_id, 0)
-        return ModelVersion(
-            model_id=model.model_id,
-            version=max([floor, *(v.version for v in versions)]) + 1,
-            kind=model.kind,
-            artifact_uri=req.artifact_uri,
-            predictor=model.predictor,
-            predictor_kwargs=model.predictor_kwargs,
-            metrics=req.metrics,
-            source=source,
-        )
-
-    def _model(self, model_id: str) -> ModelCreate:
-        try:
-            return self._models[model_id]
-        except KeyError:
-            raise errors.NotFound(f"model '{model_id}' is not registered") from None
-
-    def get_model(self, model_id: str) -> ModelPublic:
-        model = self._model(model_id)
-        versions = self._versions.get(model_id, [])
-        return ModelPublic(
-            model_id=model_id,
-            kind=model.kind,
-            predictor=model.predictor,
-            latest_version=versions[-1].version,
-            versions=[v.version for v in versions],
-            created_at=versions[0].created_at,
-        )
-
-    def list_models(self) -> list[ModelPublic]:
-        return [self.get_model(m) for m in self._models]
-
-    def list_versions(self, model_id: str) -> list[ModelVersion]:
-        self._model(model_id)
-        return list(self._versions.get(model_id, []))
-
-    def get_version(self, model_id: str, version: int | None = None) -> ModelVersion:
-        versions = self.list_versions(model_id)
-        if version is None:
-            return versions[-1]
-        for v in versions:
-            if v.version == version:
-                return v
-        numbers = [v.version for v in versions]
-        known = f"1..{len(numbers)}" if numbers == list(range(1, len(numbers) + 1)) else numbers
-        raise errors.NotFound(f"model '{model_id}' has no version {version}; versions are {known}")
 
     # ------------------------------------------------------------ deployments
 
@@ -381,11 +280,17 @@ class RegistryCore(RolloutTasks, FineTuneTasks, BatchTasks):
             targets = [d for d in self._deployments.values() if d.model_id == req.model_id]
             if not targets:
                 raise errors.NotFound(f"model '{req.model_id}' has no deployments to delete")
+        names = [t.name for t in targets]
+        for open_task in self.open_tasks():
+            # Asking again (a retry after a crash, or a second click) while that delete is
+            # still going answers with its task rather than a second one.
+            if open_task.kind == TaskKind.DELETE.value and open_task.detail["deployments"] == names:
+                return open_task
         task = self._task(
             TaskKind.DELETE,
             model_id=targets[0].model_id,
             deployment_name=targets[0].name if len(targets) == 1 else None,
-            detail={"deployments": [t.name for t in targets], "reason": req.reason},
+            detail={"deployments": names, "reason": req.reason},
         )
         deleting = [self._changed(r.name, status=DeploymentStatus.DELETING) for r in targets]
         self._state.save(*deleting, task)
@@ -492,8 +397,21 @@ def get_or_create_registry(
         .options(**options)
         .remote(str(db_path), result_ttl_s, async_limits, retention)
     )
-    ray.get(actor.ping.remote(), timeout=60)
+    try:
+        ray.get(actor.ping.remote(), timeout=60)
+    except ray.exceptions.RayActorError as exc:
+        raise RuntimeError(f"the registry did not start: {startup_error(exc)}") from None
     return actor
+
+
+def startup_error(exc: BaseException) -> str:
+    """The line of a dead registry's error that says why (e.g. its database is in use by
+    another control plane), without Ray's traceback around it."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "StoreLocked" in line or "in use by another modelyard control plane" in line:
+            return line.split("StoreLocked: ", 1)[-1].strip()
+    return text
 
 
 def registry_handle():

@@ -55,6 +55,14 @@ class Store:
     def __init__(self, path: Path, lock_wait_s: float = LOCK_WAIT_S) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _ProcessLock.acquire(path.with_name(path.name + ".lock"), path, lock_wait_s)
+        try:
+            self._open(path)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._depth = 0
+
+    def _open(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL, not NORMAL: with WAL, NORMAL survives a crash of the registry process but
@@ -79,7 +87,6 @@ class Store:
             ),
             default=0,
         )
-        self._depth = 0
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

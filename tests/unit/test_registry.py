@@ -186,6 +186,36 @@ def test_create_delete_task_by_model_id(reg):
     assert reg.latest_task("delete", MODEL).id == task.id
 
 
+def test_a_repeated_delete_answers_with_the_open_delete_task(reg):
+    reg.register_model(model())
+    reg.create_deploy_task(DeployRequest(model_id=MODEL, deployment_name="a"))
+    reg.create_deploy_task(DeployRequest(model_id=MODEL, deployment_name="b"))
+    first = reg.create_delete_task(DeleteRequest(model_id=MODEL))
+    assert reg.create_delete_task(DeleteRequest(model_id=MODEL)).id == first.id
+    assert reg.list_tasks(kind="delete").total == 1
+    other = reg.create_delete_task(DeleteRequest(deployment_name="a"))  # another request
+    assert other.id != first.id
+    reg.update_task(first.id, status="done")
+    reg.update_task(other.id, status="done")
+    assert reg.create_delete_task(DeleteRequest(deployment_name="a")).id not in (first.id, other.id)
+
+
+def test_a_registry_that_cannot_start_says_why_without_the_traceback():
+    from cluster.registry import startup_error
+
+    text = (
+        "The actor died because of an error raised in its creation task\n"
+        'Traceback (most recent call last):\n  File "/srv/cluster/store.py", line 60\n'
+        "cluster.store.StoreLocked: the registry database /r/registry.db is in use by "
+        "another modelyard control plane (pid 7 on head)"
+    )
+    assert startup_error(RuntimeError(text)) == (
+        "the registry database /r/registry.db is in use by another modelyard control plane "
+        "(pid 7 on head)"
+    )
+    assert startup_error(RuntimeError("node died")) == "node died"
+
+
 def test_create_delete_task_not_found(reg):
     reg.register_model(model())
     with pytest.raises(errors.NotFound, match="no deployments to delete"):
