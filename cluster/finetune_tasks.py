@@ -14,6 +14,7 @@ from typing import Any
 
 from cluster import errors
 from cluster.schemas import FineTuneCreate, Task, TaskKind, TaskStatus
+from cluster.schemas.base import finite
 
 HISTORY = 500  # progress points kept per task
 
@@ -114,9 +115,8 @@ class FineTuneTasks:
         """Set a task's fields even when it has ended (cancel wins over a late finish)."""
         task = self.get_task(task_id)
         detail = {**task.detail, **fields.pop("detail", {})}
-        return self._put_task(
-            Task.model_validate({**task.model_dump(), **fields, "detail": detail})
-        )
+        forced = Task.model_validate(finite({**dict(task), **fields, "detail": detail}))
+        return self._put_task(forced)
 
 
 def measured(metrics: dict[str, Any]) -> dict[str, float]:
