@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from cluster.schemas.base import ModelOutput, Schema, utcnow
 
@@ -15,7 +17,11 @@ class PredictRequest(Schema):
     version: int | None = Field(
         default=None, ge=1, description="Pin a live version (e.g. a new one before it has traffic)."
     )
-    url: str | None = Field(default=None, description="http(s) or file URL of a JSON args object.")
+    url: str | None = Field(
+        default=None,
+        description="file:// URI under the storage root of a JSON args object (at most "
+        "MODELYARD_PREDICT_URL_MAX_BYTES); http(s) only where MODELYARD_PREDICT_URL_HTTP is on.",
+    )
     request_id: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
@@ -32,10 +38,61 @@ class PredictResponse(Schema):
     request_id: str | None = None
 
 
+MAX_TEXTS = 4096
+# Far past MiniLM's 256-token window (which truncates), so long documents still embed; the
+# bound is on what one text can make the tokenizer and the request's JSON hold.
+MAX_TEXT_CHARS = 20_000
+
+
+def too_many_texts(count: int) -> str | None:
+    if count > MAX_TEXTS:
+        return f"at most {MAX_TEXTS} texts per request (got {count})"
+    return None
+
+
+def too_long_text(text: str) -> str | None:
+    if len(text) > MAX_TEXT_CHARS:
+        return f"at most {MAX_TEXT_CHARS} characters per text (got {len(text)})"
+    return None
+
+
+def texts_problem(texts: Sequence[str]) -> tuple[str, str] | None:
+    """Where (``""`` or ``".<index>"``) and why ``texts`` is over the per-request limits.
+
+    The one rule for the API's schemas and the replicas' ``decode`` (batch jobs, handles).
+    """
+    problem = too_many_texts(len(texts))
+    if problem is not None:
+        return "", problem
+    if texts and max(map(len, texts)) > MAX_TEXT_CHARS:  # the common case stays in C
+        i = next(i for i, text in enumerate(texts) if len(text) > MAX_TEXT_CHARS)
+        return f".{i}", too_long_text(texts[i]) or ""
+    return None
+
+
+def _bounded_text(text: str) -> str:
+    problem = too_long_text(text)
+    if problem is not None:
+        raise PydanticCustomError("text_too_long", problem)
+    return text
+
+
 class EmbedArgs(Schema):
     """``args`` of a sentence-transformer prediction."""
 
-    texts: list[str] = Field(min_length=1, max_length=4096)
+    texts: list[Annotated[str, AfterValidator(_bounded_text)]] = Field(
+        min_length=1,
+        description=f"At most {MAX_TEXTS} texts of at most {MAX_TEXT_CHARS} characters each.",
+    )
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _not_too_many(cls, value: Any) -> Any:
+        # Before the items, so 100,000 strings are refused without validating each one.
+        problem = too_many_texts(len(value)) if isinstance(value, list) else None
+        if problem is not None:
+            raise PydanticCustomError("too_many_texts", problem)
+        return value
 
 
 class AsyncTask(Schema):
