@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
+
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError

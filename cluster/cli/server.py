@@ -62,13 +62,13 @@ PredictUrlTimeout = Annotated[
     float | None,
     typer.Option(help="Seconds to fetch a predict url (MODELYARD_PREDICT_URL_TIMEOUT_S)."),
 ]
-DeployTimeout = Annotated[
-    float | None,
-    typer.Option(help="Seconds a deploy may take to be ready (env MODELYARD_DEPLOY_TIMEOUT_S)."),
-]
 MaxBodyBytes = Annotated[
     int | None,
     typer.Option(help="Largest request body; more answers 413 (env MODELYARD_MAX_BODY_BYTES)."),
+]
+DeployTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds a deploy may take to be ready (env MODELYARD_DEPLOY_TIMEOUT_S)."),
 ]
 DirectIngress = Annotated[
     bool | None,
