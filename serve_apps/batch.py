@@ -144,6 +144,10 @@ class BatchPredictor:
         self.kind, self.per_call = spec["kind"], per_call
         start = time.perf_counter()
         self.predictor = kinds.load(spec, pick_device())
+        if per_call:
+            # A call's rows are encoded in chunks of the job's batch_size, not the
+            # predictor's serving default (a replica sets it from its deployment instead).
+            self.predictor.max_batch_size = per_call
         logger.info("model v%s loaded in %.1fs", spec.get("version"), time.perf_counter() - start)
 
     def __call__(self, batch: Any) -> Any:

@@ -571,3 +571,34 @@ def test_cancel_marks_the_task_then_stops_its_job(reg, runner):
     assert runner(jobs).cancel(running.id).status == "canceled"
     assert jobs.stopped == [running.id]
     assert runner(jobs).cancel(running.id).error == "canceled by request"  # idempotent
+
+
+class RecordingEncoder:
+    """A SentenceTransformer stand-in: records the batch_size of each encode."""
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def encode(self, texts, batch_size, convert_to_numpy):
+        import numpy as np
+
+        self.batch_sizes.append(batch_size)
+        return np.array([[float(len(t))] for t in texts])
+
+
+@pytest.mark.parametrize("per_call", [8, None])
+def test_a_batch_copy_encodes_in_chunks_of_the_jobs_rows_per_call(monkeypatch, per_call):
+    def load(spec, device):
+        predictor = kinds.SentenceTransformerPredictor(spec, device)
+        predictor.model = RecordingEncoder()
+        return predictor
+
+    monkeypatch.setattr(batch.kinds, "load", load)
+    monkeypatch.setattr(batch, "pick_device", lambda: "cpu")
+    copy = BatchPredictor({"kind": "sentence-transformer"}, per_call)
+    lines = [json.dumps({"id": i, "text": "x" * (i + 1)}) for i in range(20)]
+    table = copy(pa.table({"text": lines}))
+    assert table.column("ok").to_pylist() == [True] * 20
+    expected = per_call or kinds.DEFAULT_MAX_BATCH_SIZE
+    calls = 3 if per_call else 1  # 20 rows, 8 a call; or the whole window in one call
+    assert copy.predictor.model.batch_sizes == [expected] * calls
