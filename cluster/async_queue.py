@@ -19,7 +19,10 @@ Bounded and fair:
   deployments not to claim from at all (stopped, failed), and those tasks wait;
 - PENDING tasks end FAILURE after ``pending_ttl_s``; results are purged after
   ``result_ttl_s``. Both run at most every ``MAINTAIN_EVERY_S``, oldest first, never a
-  scan of every task.
+  scan of every task;
+- a request with a ``request_id`` is queued once per deployment while its task is kept:
+  Ray re-runs an enqueue the registry may have committed before it crashed, and a client
+  may retry one whose answer it lost.
 """
 
 from __future__ import annotations
@@ -111,12 +114,14 @@ class AsyncQueue:
         self._leases: dict[str, float] = {}  # id -> lease deadline
         self._inflight: Counter[str] = Counter()  # deployment -> leased ids
         self._paused: dict[str, tuple[float, int]] = {}  # deployment -> (until, level)
+        self._by_request: dict[tuple[str, str], str] = {}  # (deployment, request_id) -> id
         self._next_maintain = 0.0
         self._load()
 
     def _load(self) -> None:
         tasks = sorted(self._tasks.values(), key=lambda t: t.created_at)
         for task in tasks:
+            self._remember_request(task)
             if task.status == "PENDING":
                 self._track(task)
         for task in sorted(
@@ -148,6 +153,10 @@ class AsyncQueue:
         """Queue a prediction; ``Overloaded`` when the queue (or the deployment's share of
         it) is full."""
         self.maintain()  # expired requests give their places back first
+        if req.request_id is not None:
+            known = self._by_request.get((deployment, req.request_id))
+            if known in self._tasks:  # before the bounds: a repeat takes no new place
+                return self._tasks[known]
         waiting = self._by_dep.get(deployment, ())
         if len(waiting) >= self.limits.max_pending_per_deployment:
             raise errors.Overloaded(
@@ -169,7 +178,12 @@ class AsyncQueue:
         )
         self._put(task)
         self._track(task)
+        self._remember_request(task)
         return task
+
+    def _remember_request(self, task: AsyncTask) -> None:
+        if task.request.request_id is not None:
+            self._by_request[(task.deployment, task.request.request_id)] = task.task_id
 
     def pending_count(self) -> int:
         return sum(len(ids) for ids in self._by_dep.values())
@@ -378,7 +392,11 @@ class AsyncQueue:
             self._finished.extendleft(reversed(due))
             raise
         for _, task_id in due:
-            self._tasks.pop(task_id, None)
+            task = self._tasks.pop(task_id, None)
+            if task is not None and task.request.request_id is not None:
+                key = (task.deployment, task.request.request_id)
+                if self._by_request.get(key) == task_id:
+                    del self._by_request[key]
         return len(due) == MAINTAIN_BATCH
 
     def _recover_leases(self, now: float) -> None:

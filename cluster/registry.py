@@ -299,6 +299,8 @@ class RegistryCore(ModelVersions, RolloutTasks, FineTuneTasks, BatchTasks):
     # ------------------------------------------------------------ async predictions
 
     def enqueue_async(self, name: str, req: PredictRequest) -> AsyncTask:
+        """Safe to run twice (Ray re-runs it after a crash): a request with a request_id
+        already queued for ``name`` answers its task."""
         self.get_deployment(name)
         return self._async.enqueue(name, req)
 

@@ -86,7 +86,11 @@ async def predict(
 @router.post("/{name}/async-predict", status_code=202)
 async def async_predict(name: str, req: PredictRequest, control: ControlDep) -> AsyncAccepted:
     """Queue a prediction; poll ``GET /v1/async-tasks/{task_id}`` for its result. A full
-    queue answers 429 with Retry-After."""
+    queue answers 429 with Retry-After.
+
+    Pass a ``request_id`` to make retries safe: while its task is kept (until its result
+    expires), the same ``request_id`` for the same deployment answers that task's id
+    instead of queueing the prediction again."""
     req = await with_url_args(req, get_storage_root())
     task = await control.call("enqueue_async", name, req)
     control.nudge_async_worker()

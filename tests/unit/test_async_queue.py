@@ -341,3 +341,40 @@ def test_a_lease_outlives_the_deployments_request_timeout(tmp_path, clock):
     clock.advance(2 * 300 + 10)
     reg._async.maintain()
     assert reg.get_async(task_id).attempts == 1
+
+
+def keyed(request_id: str | None, i: int = 0) -> PredictRequest:
+    return PredictRequest(args={"i": i}, request_id=request_id)
+
+
+def test_a_repeated_enqueue_with_a_request_id_answers_the_first_task(tmp_path, clock):
+    queue = make_queue(tmp_path, clock, max_pending=10, max_pending_per_deployment=2)
+    first = queue.enqueue("a", keyed("r1"))
+    assert queue.enqueue("a", keyed("r1", i=1)).task_id == first.task_id
+    assert queue.pending_count() == 1
+    # Another deployment, another id, or no id at all: new tasks.
+    assert queue.enqueue("b", keyed("r1")).task_id != first.task_id
+    assert queue.enqueue("a", keyed("r2")).task_id != first.task_id
+    assert queue.pending_count() == 3
+    # The deployment is full now; a repeat still answers its task, not 429.
+    assert queue.enqueue("a", keyed("r1")).task_id == first.task_id
+    with pytest.raises(errors.Overloaded):
+        queue.enqueue("a", keyed(None))
+
+
+def test_a_request_id_is_remembered_across_a_restart_and_until_its_result_is_purged(
+    tmp_path, clock
+):
+    queue = make_queue(tmp_path, clock)
+    first = queue.enqueue("a", keyed("r1"))
+    again = make_queue(tmp_path, clock)  # the registry restarted, Ray re-runs the enqueue
+    assert again.enqueue("a", keyed("r1")).task_id == first.task_id
+    task = drain(again, 1)[0]
+    again.complete(task.task_id, status="SUCCESS", result={"ok": 1})
+    done = again.enqueue("a", keyed("r1"))
+    assert (done.task_id, done.status) == (first.task_id, "SUCCESS")
+    clock.advance(601)  # past the result TTL: the result and the id are forgotten
+    again.maintain()
+    fresh = again.enqueue("a", keyed("r1"))
+    assert fresh.task_id != first.task_id and fresh.status == "PENDING"
+    assert make_queue(tmp_path, clock).enqueue("a", keyed("r1")).task_id == fresh.task_id
