@@ -72,7 +72,7 @@ def start_control_plane(
     )
     get_or_create_async_worker(head_node_id=head)
     serve.run(
-        build(key_digest, str(settings.root), settings.max_body_bytes),
+        build(key_digest, settings),
         name=CONTROL_APP,
         route_prefix="/",
         logging_config=QUIET,

@@ -47,13 +47,14 @@ def _reached(wait_for: str, task: Task) -> bool:
     return state == "fully_allocated"
 
 
-def operator_gateway(operator: Any) -> ActorGateway:
-    """The operator handle behind a bounded gateway (``MODELYARD_OPERATOR_TIMEOUT_S``)."""
+def operator_gateway(operator: Any, timeout_s: float = OPERATOR_TIMEOUT_S) -> ActorGateway:
+    """The operator handle behind a gateway bounded by ``timeout_s`` (the ingress passes its
+    ``operator_timeout_s``)."""
     if isinstance(operator, ActorGateway):
         return operator
     from cluster.settings import OPERATOR_ACTOR
 
-    return ActorGateway(OPERATOR_ACTOR, operator, OPERATOR_TIMEOUT_S)
+    return ActorGateway(OPERATOR_ACTOR, operator, timeout_s)
 
 
 async def _bounded(aw: Awaitable[T], what: str, timeout_s: float = SERVE_READ_TIMEOUT_S) -> T:
@@ -325,11 +326,8 @@ def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:
 
 async def _fetch_args(url: str) -> dict[str, Any]:
     """The args at a predict ``url``, through the one path and URI checker."""
-    from cluster.api.deps import get_storage_root
+    from cluster.api.deps import get_settings
     from cluster.uris import fetch_predict_args
 
-    try:
-        root = get_storage_root()
-    except KeyError:  # the async worker: the ingress puts args in place of a url it queues
-        root = ""
-    return await fetch_predict_args(url, root)
+    # None in the async worker: the ingress puts args in place of a url it queues.
+    return await fetch_predict_args(url, get_settings())

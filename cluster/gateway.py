@@ -9,41 +9,29 @@ unreachable becomes ``Unavailable`` (503 with ``Retry-After``). The actor's own 
 A handle points at one actor instance. An actor killed for good and created again under the
 same name is a new instance, and the old handle answers ``ActorDiedError`` forever; so on
 that error the gateway looks the name up again (bounded, once per call) and retries there.
+
+``call`` is for callers on an event loop (the ingress, the async worker); ``call_sync`` is
+the same for a thread without one (the operator's reconcile loop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cluster import errors
+from cluster.settings import Settings
 
 logger = logging.getLogger("modelyard.gateway")
 
-
-def env_seconds(name: str, default: float) -> float:
-    """A positive number of seconds from the environment, else ``default``. The ingress
-    replica reads it from its own environment, which a Ray started by ``modelyard up``
-    inherits from the command."""
-    raw = os.environ.get(name, "")
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        logger.warning("%s=%r is not a positive number of seconds; using %g", name, raw, default)
-        return default
-    return value
-
-
-# Ordinary registry calls are in-memory reads and single-row writes: a few seconds is long.
-REGISTRY_TIMEOUT_S = env_seconds("MODELYARD_REGISTRY_TIMEOUT_S", 3.0)
-# Operator calls (cancel a job, read its logs) go through Ray Jobs and may take a while.
-OPERATOR_TIMEOUT_S = env_seconds("MODELYARD_OPERATOR_TIMEOUT_S", 15.0)
+# For gateways made without the ingress's settings at hand (the async worker's router,
+# tests); the ingress replica passes its own settings' values.
+REGISTRY_TIMEOUT_S: float = Settings.model_fields["registry_timeout_s"].default
+OPERATOR_TIMEOUT_S: float = Settings.model_fields["operator_timeout_s"].default
 
 
 def _lookup(name: str) -> Callable[[], Any]:
@@ -61,6 +49,12 @@ def _actor_id(handle: Any) -> Any:
     return getattr(handle, "_actor_id", None) or id(handle)
 
 
+def _ray_get(ref: Any, timeout_s: float) -> Any:
+    import ray
+
+    return ray.get(ref, timeout=timeout_s)
+
+
 class ActorGateway:
     """Calls to one named actor, each bounded by ``timeout_s``.
 
@@ -75,13 +69,16 @@ class ActorGateway:
         timeout_s: float,
         lookup: Callable[[], Any] | None = None,
         lookup_timeout_s: float = 2.0,
+        get: Callable[[Any, float], Any] = _ray_get,
     ) -> None:
         self.name = name
         self.handle = handle
         self.timeout_s = timeout_s
         self._lookup = lookup or _lookup(name)
         self._lookup_timeout_s = lookup_timeout_s
+        self._get = get  # call_sync's wait on an ObjectRef
         self._lookup_lock = asyncio.Lock()
+        self._sync_lookup_lock = threading.Lock()
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
@@ -90,23 +87,45 @@ class ActorGateway:
 
     async def call(self, method: str, *args: Any, timeout_s: float | None = None, **kw: Any) -> Any:
         """``handle.method.remote(*args, **kw)``, awaited for at most ``timeout_s``."""
-        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
-
         bound = timeout_s if timeout_s is not None else self.timeout_s
         for attempt in (1, 2):
             handle = self.handle
             try:
                 ref = getattr(handle, method).remote(*args, **kw)
                 return await asyncio.wait_for(ref, bound)  # an ObjectRef is awaitable
-            except RayTaskError:
-                raise  # raised inside the actor: its own error, not the actor's absence
-            except ActorDiedError as exc:
+            except Exception as exc:
+                self._raise_unless_died(exc, method, bound)
                 if attempt == 1 and await self._found_again(handle):
                     continue
                 raise self._unavailable(method, "is not running") from exc
-            except (TimeoutError, RayActorError) as exc:  # asyncio's and Ray's timeouts too
-                raise self._unavailable(method, f"did not answer within {bound:g}s") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def call_sync(self, method: str, *args: Any, timeout_s: float | None = None, **kw: Any) -> Any:
+        """``call`` for a thread without an event loop: blocks for at most ``timeout_s``."""
+        bound = timeout_s if timeout_s is not None else self.timeout_s
+        for attempt in (1, 2):
+            handle = self.handle
+            try:
+                return self._get(getattr(handle, method).remote(*args, **kw), bound)
+            except Exception as exc:
+                self._raise_unless_died(exc, method, bound)
+                if attempt == 1 and self._found_again_sync(handle):
+                    continue
+                raise self._unavailable(method, "is not running") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_unless_died(self, exc: Exception, method: str, bound: float) -> None:
+        """Raise what a failed call means, unless the actor died (then its name is looked
+        up again)."""
+        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+
+        if isinstance(exc, RayTaskError):
+            raise exc  # raised inside the actor: its own error, not the actor's absence
+        if isinstance(exc, ActorDiedError):
+            return
+        if isinstance(exc, (TimeoutError, RayActorError)):  # asyncio's and Ray's timeouts too
+            raise self._unavailable(method, f"did not answer within {bound:g}s") from exc
+        raise exc
 
     def _unavailable(self, method: str, why: str) -> errors.Unavailable:
         logger.warning("%s.%s: the actor %s", self.name, method, why)
@@ -127,7 +146,24 @@ class ActorGateway:
                 )
             except Exception:  # not created again yet (ValueError), or GCS slow
                 return False
-            if _actor_id(fresh) == _actor_id(dead):
+            return self._adopt(dead, fresh)
+
+    def _found_again_sync(self, dead: Any) -> bool:
+        """``_found_again`` for ``call_sync``."""
+        with self._sync_lookup_lock:
+            if self.handle is not dead:
+                return True
+            pool = ThreadPoolExecutor(1)  # so a slow GCS cannot hold the caller past the bound
+            try:
+                fresh = pool.submit(self._lookup).result(self._lookup_timeout_s)
+            except Exception:  # not created again yet (ValueError), or GCS slow
                 return False
-            self.handle = fresh
-            return True
+            finally:
+                pool.shutdown(wait=False)
+            return self._adopt(dead, fresh)
+
+    def _adopt(self, dead: Any, fresh: Any) -> bool:
+        if _actor_id(fresh) == _actor_id(dead):
+            return False
+        self.handle = fresh
+        return True

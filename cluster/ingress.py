@@ -17,8 +17,9 @@ from cluster.api import (
 )
 from cluster.api.deps import configure
 from cluster.fastpath import PredictFastPath
-from cluster.guard import DEFAULT_MAX_BODY_BYTES, Guard
+from cluster.guard import Guard
 from cluster.http import install_error_handlers, require_key
+from cluster.settings import Settings
 
 app = FastAPI(title="modelyard", version="1")
 install_error_handlers(app)
@@ -47,25 +48,28 @@ INGRESS_ENV = {
 )
 @serve.ingress(app)
 class Ingress:
-    def __init__(
-        self, key_digest: str, storage_root: str = "", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    ) -> None:
+    def __init__(self, key_digest: str, settings: dict) -> None:
         import ray
 
         from cluster import guard
-        from cluster.control import ControlPlane
+        from cluster.control import ControlPlane, operator_gateway
         from cluster.metrics import Metrics
         from cluster.registry import registry_handle
-        from cluster.routing import Router
+        from cluster.routing import Router, registry_gateway
         from cluster.settings import NAMESPACE, OPERATOR_ACTOR
 
-        registry = registry_handle()
+        own = Settings.from_replica(settings)
+        registry = registry_gateway(registry_handle(), own.registry_timeout_s)
         metrics = Metrics()
         router = Router(registry, metrics)
-        operator = ray.get_actor(OPERATOR_ACTOR, namespace=NAMESPACE)
-        configure(ControlPlane(registry, operator, router, metrics), key_digest, storage_root)
-        guard.configure(max_body_bytes)
+        operator = operator_gateway(
+            ray.get_actor(OPERATOR_ACTOR, namespace=NAMESPACE), own.operator_timeout_s
+        )
+        configure(ControlPlane(registry, operator, router, metrics), key_digest, own)
+        guard.configure(own.max_body_bytes)
 
 
-def build(key_digest: str, storage_root: str = "", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
-    return Ingress.bind(key_digest, storage_root, max_body_bytes)
+def build(key_digest: str, settings: Settings):
+    """The control app for ``settings``; the replica gets them all but the admin key, whose
+    digest it checks requests against."""
+    return Ingress.bind(key_digest, settings.for_replica())

@@ -45,13 +45,14 @@ def replica_lost(exc: BaseException) -> bool:
     return isinstance(exc, (RayActorError, ReplicaUnavailableError))
 
 
-def registry_gateway(registry: Any) -> ActorGateway:
-    """The registry handle behind a bounded gateway (``MODELYARD_REGISTRY_TIMEOUT_S``)."""
+def registry_gateway(registry: Any, timeout_s: float = REGISTRY_TIMEOUT_S) -> ActorGateway:
+    """The registry handle behind a gateway bounded by ``timeout_s`` (the ingress passes its
+    ``registry_timeout_s``)."""
     if isinstance(registry, ActorGateway):
         return registry
     from cluster.settings import REGISTRY_ACTOR
 
-    return ActorGateway(REGISTRY_ACTOR, registry, REGISTRY_TIMEOUT_S)
+    return ActorGateway(REGISTRY_ACTOR, registry, timeout_s)
 
 
 RunningReplicas = Callable[[], Awaitable[dict[str, int]]]

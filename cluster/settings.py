@@ -6,6 +6,7 @@ import hashlib
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -101,6 +102,20 @@ class Settings(BaseSettings):
         "(model download and load included); past it the deploy task ends failed with what "
         "could not be placed, and its Serve app is deleted.",
     )
+    registry_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=3600,
+        description="How long the ingress waits for the registry actor (in-memory reads and "
+        "single-row writes) before answering 503 with Retry-After.",
+    )
+    operator_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How long the ingress waits for the operator actor (cancelling a job, "
+        "reading its logs, through Ray Jobs) before answering 503 with Retry-After.",
+    )
     direct_ingress: bool = Field(
         default=False,
         description=(
@@ -132,6 +147,19 @@ class Settings(BaseSettings):
     @property
     def key_path(self) -> Path:
         return self.root / KEY_FILE
+
+    def for_replica(self) -> dict[str, Any]:
+        """What a replica is handed (``from_replica`` rebuilds it there): every setting but
+        the admin key, as Serve configs are readable (the ingress checks the key's digest).
+        Paths are resolved here, where ``~`` means the user who ran ``modelyard up``."""
+        resolved = self.model_copy(update={"storage_root": self.root, "registry_db": self.db_path})
+        return resolved.model_dump(mode="json", exclude={"api_key"})
+
+    @classmethod
+    def from_replica(cls, values: dict[str, Any]) -> Settings:
+        # Every field is given, so the replica's own environment changes nothing; api_key is
+        # None even if that environment holds one.
+        return cls(**{**values, "api_key": None})
 
 
 def load_or_create_key(settings: Settings) -> tuple[str, bool]:

@@ -234,10 +234,12 @@ class UrlPolicy:
     timeout_s: float = 10.0
 
 
-async def fetch_predict_args(url: str, storage_root: str) -> dict[str, Any]:
-    """``fetch_args`` with the ingress's storage root and the settings' url policy."""
-    settings = Settings()
-    root = StorageRoot.of(storage_root, settings.registry_db) if storage_root else None
+async def fetch_predict_args(url: str, settings: Settings | None) -> dict[str, Any]:
+    """``fetch_args`` with the storage root and url policy of ``settings`` (the ingress
+    replica's); without settings, no file:// and the default policy."""
+    if settings is None:
+        return await fetch_args(url, None, UrlPolicy())
+    root = StorageRoot.of(settings.root, settings.db_path)
     policy = UrlPolicy(
         settings.predict_url_http, settings.predict_url_max_bytes, settings.predict_url_timeout_s
     )
@@ -325,20 +327,10 @@ def _parse_args(body: bytes) -> dict[str, Any]:
     return args
 
 
-def url_policy_env(settings: Any) -> dict[str, str]:
-    """The ``MODELYARD_PREDICT_URL_*`` variables for ``settings``, so processes of a Ray
-    started with them (the ingress) read the same policy."""
-    return {
-        "MODELYARD_PREDICT_URL_HTTP": str(settings.predict_url_http).lower(),
-        "MODELYARD_PREDICT_URL_MAX_BYTES": str(settings.predict_url_max_bytes),
-        "MODELYARD_PREDICT_URL_TIMEOUT_S": str(settings.predict_url_timeout_s),
-    }
-
-
-async def with_url_args(req: PredictRequest, storage_root: str) -> PredictRequest:
+async def with_url_args(req: PredictRequest, settings: Settings | None) -> PredictRequest:
     """``req`` with the args its ``url`` names in place of the url: fetched and checked at
     the edge, so a refusal is a 422 there and a queued request never names a file."""
     if req.url is None:
         return req
-    args = await fetch_predict_args(req.url, storage_root)
+    args = await fetch_predict_args(req.url, settings)
     return req.model_copy(update={"args": args, "url": None})

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 
-from cluster.api.deps import ControlDep, get_storage_root
+from cluster.api.deps import ControlDep, get_settings
 from cluster.http import FastJSONResponse
 from cluster.schemas import (
     AsyncAccepted,
@@ -91,7 +91,7 @@ async def async_predict(name: str, req: PredictRequest, control: ControlDep) -> 
     Pass a ``request_id`` to make retries safe: while its task is kept (until its result
     expires), the same ``request_id`` for the same deployment answers that task's id
     instead of queueing the prediction again."""
-    req = await with_url_args(req, get_storage_root())
+    req = await with_url_args(req, get_settings())
     task = await control.call("enqueue_async", name, req)
     control.nudge_async_worker()
     return AsyncAccepted(task_id=task.task_id)

@@ -20,7 +20,6 @@ from cluster.settings import (
     key_digest,
     load_or_create_key,
 )
-from cluster.uris import url_policy_env
 
 RayAddress = Annotated[
     str | None, typer.Option(help="Ray cluster to join (env MODELYARD_RAY_ADDRESS); empty: local.")
@@ -70,6 +69,14 @@ DeployTimeout = Annotated[
     float | None,
     typer.Option(help="Seconds a deploy may take to be ready (env MODELYARD_DEPLOY_TIMEOUT_S)."),
 ]
+RegistryTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds the ingress waits for the registry (MODELYARD_REGISTRY_TIMEOUT_S)."),
+]
+OperatorTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds the ingress waits for the operator (MODELYARD_OPERATOR_TIMEOUT_S)."),
+]
 DirectIngress = Annotated[
     bool | None,
     typer.Option(
@@ -93,8 +100,6 @@ def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
     if settings.direct_ingress:
         # Read by the Serve processes of a Ray this call starts (they inherit it).
         os.environ.update(DIRECT_INGRESS_ENV)
-    # The ingress reads its url policy from its environment, inherited from a Ray started here.
-    os.environ.update(url_policy_env(settings))
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
         return False
@@ -146,6 +151,8 @@ def up(
     max_body_bytes: MaxBodyBytes = None,
     async_result_ttl_s: AsyncResultTtl = None,
     deploy_timeout_s: DeployTimeout = None,
+    registry_timeout_s: RegistryTimeout = None,
+    operator_timeout_s: OperatorTimeout = None,
     async_pending_ttl_s: AsyncPendingTtl = None,
     async_max_attempts: AsyncMaxAttempts = None,
     async_max_pending: AsyncMaxPending = None,
@@ -174,6 +181,8 @@ def up(
         max_body_bytes=max_body_bytes,
         async_result_ttl_s=async_result_ttl_s,
         deploy_timeout_s=deploy_timeout_s,
+        registry_timeout_s=registry_timeout_s,
+        operator_timeout_s=operator_timeout_s,
         async_pending_ttl_s=async_pending_ttl_s,
         async_max_attempts=async_max_attempts,
         async_max_pending=async_max_pending,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from cluster.settings import Settings, key_digest, load_or_create_key
 
@@ -93,3 +95,29 @@ def test_direct_url_is_the_replicas_node_when_binding_every_interface():
     wildcard, local = Settings(host="0.0.0.0"), Settings(host="127.0.0.1")
     assert direct_url(wildcard, "10.0.0.7", 30000) == "http://10.0.0.7:30000"
     assert direct_url(local, "10.0.0.7", 30000) == "http://127.0.0.1:30000"
+
+
+def test_a_replica_gets_every_setting_but_the_key_with_paths_resolved(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    given = Settings(
+        storage_root=Path("~/yard"), api_key="secret", registry_timeout_s=7, predict_url_http=True
+    )
+    values = given.for_replica()
+    assert "api_key" not in values and "secret" not in json.dumps(values)
+    assert values["storage_root"] == str(tmp_path / "home" / "yard")
+    assert values["registry_db"] == str(tmp_path / "home" / "yard" / "registry.db")
+    monkeypatch.setenv("MODELYARD_API_KEY", "the-replicas-own")
+    monkeypatch.setenv("MODELYARD_REGISTRY_TIMEOUT_S", "99")
+    replica = Settings.from_replica(values)
+    assert replica.api_key is None
+    assert (replica.registry_timeout_s, replica.predict_url_http) == (7, True)
+    assert replica.db_path == given.db_path and replica.root == given.root
+    expected = given.model_dump(exclude={"api_key", "storage_root", "registry_db"})
+    assert replica.model_dump(exclude={"api_key", "storage_root", "registry_db"}) == expected
+
+
+@pytest.mark.parametrize("field", ["registry_timeout_s", "operator_timeout_s"])
+@pytest.mark.parametrize("bad", [0, -1, "nan"])
+def test_control_actor_timeouts_are_positive(field, bad):
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: bad})

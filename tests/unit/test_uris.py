@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import httpx
 import pytest
@@ -345,33 +344,33 @@ def test_http_urls_when_enabled_are_capped_and_bounded(storage, mock_http):
             fetch(f"https://docs.example{path}", storage, policy)
 
 
-def test_the_url_policy_reaches_the_ingress_through_its_environment(monkeypatch):
-    settings = Settings(predict_url_http=True, predict_url_max_bytes=5, predict_url_timeout_s=2)
-    env = uris.url_policy_env(settings)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    again = Settings()
-    assert (again.predict_url_http, again.predict_url_max_bytes, again.predict_url_timeout_s) == (
-        True,
-        5,
-        2.0,
+def test_the_url_policy_reaches_the_ingress_through_its_settings(root, monkeypatch):
+    # The replica's environment says otherwise: only the settings it is handed count.
+    monkeypatch.setenv("MODELYARD_PREDICT_URL_MAX_BYTES", "1000000")
+    monkeypatch.setenv("MODELYARD_PREDICT_URL_HTTP", "false")
+    given = Settings(
+        storage_root=root, predict_url_http=True, predict_url_max_bytes=5, predict_url_timeout_s=2
     )
-    assert Settings.model_fields["predict_url_http"].default is False
-    assert os.environ["MODELYARD_PREDICT_URL_HTTP"] == "true"
+    replica = Settings.from_replica(given.for_replica())
+    (root / "args.json").write_text('{"x": 12345}')
+    with pytest.raises(errors.InvalidInput, match="over 5 bytes"):
+        asyncio.run(uris.fetch_predict_args(f"file://{root}/args.json", replica))
+    assert replica.predict_url_http is True
+    with pytest.raises(errors.InvalidInput, match="^url: file:// is off here"):
+        asyncio.run(uris.fetch_predict_args(f"file://{root}/args.json", None))
 
 
-def test_a_queued_request_carries_the_args_its_url_named(root, monkeypatch):
+def test_a_queued_request_carries_the_args_its_url_named(root):
     from cluster.schemas import PredictRequest
 
-    for name in uris.url_policy_env(Settings()):
-        monkeypatch.delenv(name, raising=False)
+    settings = Settings(storage_root=root)
     (root / "args.json").write_text('{"x": 1}')
     req = PredictRequest(url=f"file://{root}/args.json", request_id="r1")
-    queued = asyncio.run(uris.with_url_args(req, str(root)))
+    queued = asyncio.run(uris.with_url_args(req, settings))
     assert (queued.args, queued.url, queued.request_id) == ({"x": 1}, None, "r1")
     inline = PredictRequest(args={"y": 2})
-    assert asyncio.run(uris.with_url_args(inline, str(root))) is inline
+    assert asyncio.run(uris.with_url_args(inline, settings)) is inline
     with pytest.raises(errors.InvalidInput, match="^url .* outside the storage root"):
-        asyncio.run(uris.with_url_args(PredictRequest(url="file:///etc/hosts"), str(root)))
-    with pytest.raises(errors.InvalidInput, match="^url: file:// is off here"):
-        asyncio.run(uris.fetch_predict_args(f"file://{root}/args.json", ""))
+        asyncio.run(uris.with_url_args(PredictRequest(url="file:///etc/hosts"), settings))
+    with pytest.raises(errors.InvalidInput, match="^url .* registry database"):
+        asyncio.run(uris.with_url_args(PredictRequest(url=f"file://{root}/registry.db"), settings))
