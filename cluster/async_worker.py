@@ -27,7 +27,9 @@ RETRYABLE = (errors.UpstreamTimeout,)
 IDLE_FIRST_S = 0.2
 IDLE_MAX_S = 2.0
 # Bound on each registry call; past it the claim is tried again, and a report that did not
-# arrive is made up for by the lease running out (the task is claimed again).
+# arrive is made up for by the lease running out (the task is claimed again). The calls go
+# through the gateway, so a registry killed for good and created again under its name is
+# found again.
 REGISTRY_TIMEOUT_S = 30.0
 
 
@@ -41,12 +43,15 @@ class AsyncWorker:
     def __init__(self, registry: Any, concurrency: int = 64, lease_s: float = 120.0) -> None:
         from cluster.control import ControlPlane
         from cluster.metrics import Metrics
-        from cluster.routing import Router
+        from cluster.routing import Router, registry_gateway
 
-        self._registry = registry
+        # One gateway for the worker's calls and its router's, so both follow a registry
+        # found again under its name.
+        self._registry = registry_gateway(registry)
         self._concurrency = concurrency
         self._lease_s = lease_s
-        self._control = ControlPlane(registry, None, Router(registry), Metrics())
+        router = Router(self._registry)
+        self._control = ControlPlane(self._registry, None, router, Metrics())
         self._task: asyncio.Task | None = None
         self._nudged: asyncio.Event | None = None
 
@@ -68,8 +73,8 @@ class AsyncWorker:
             try:
                 room = self._concurrency - len(running)
                 claimed = (
-                    await asyncio.wait_for(
-                        self._registry.claim_async.remote(room, self._lease_s), REGISTRY_TIMEOUT_S
+                    await self._registry.call(
+                        "claim_async", room, self._lease_s, timeout_s=REGISTRY_TIMEOUT_S
                     )
                     if room
                     else []
@@ -106,8 +111,7 @@ class AsyncWorker:
                 "model_version": out["model_version"],
             }
         try:
-            report = getattr(self._registry, method).remote(task.task_id, **fields)
-            await asyncio.wait_for(report, REGISTRY_TIMEOUT_S)
+            await self._registry.call(method, task.task_id, timeout_s=REGISTRY_TIMEOUT_S, **fields)
         except Exception:  # the registry is restarting: the lease runs out, it is claimed again
             logger.warning("reporting async task %s failed", task.task_id, exc_info=True)
         finally:

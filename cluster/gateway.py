@@ -85,7 +85,9 @@ class ActorGateway:
             raise AttributeError(method)
         return getattr(self.handle, method)
 
-    async def call(self, method: str, *args: Any, timeout_s: float | None = None, **kw: Any) -> Any:
+    async def call(
+        self, method: str, /, *args: Any, timeout_s: float | None = None, **kw: Any
+    ) -> Any:
         """``handle.method.remote(*args, **kw)``, awaited for at most ``timeout_s``."""
         bound = timeout_s if timeout_s is not None else self.timeout_s
         for attempt in (1, 2):
@@ -100,7 +102,9 @@ class ActorGateway:
                 raise self._unavailable(method, "is not running") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def call_sync(self, method: str, *args: Any, timeout_s: float | None = None, **kw: Any) -> Any:
+    def call_sync(
+        self, method: str, /, *args: Any, timeout_s: float | None = None, **kw: Any
+    ) -> Any:
         """``call`` for a thread without an event loop: blocks for at most ``timeout_s``."""
         bound = timeout_s if timeout_s is not None else self.timeout_s
         for attempt in (1, 2):

@@ -29,6 +29,9 @@ from cluster.serving import AppState, RayServeGateway, allocation
 
 logger = logging.getLogger("modelyard.operator")
 
+# Bound on each registry call of the reconcile loop; one past it fails that tick, and the
+# next tick reads everything again.
+REGISTRY_TIMEOUT_S = 30.0
 APP_NAME_RE = re.compile(r"^(?P<deployment>[a-z0-9-]+)--v(?P<version>\d+)(-\d+)?$")
 
 
@@ -237,7 +240,15 @@ class Operator:
         batch: Any = None,
         deploy_timeout_s: float | None = None,
     ):
-        self._registry = registry
+        from cluster.routing import registry_gateway
+
+        # Bounded calls that find a registry killed for good and created again by name.
+        self._registry = registry_gateway(registry, REGISTRY_TIMEOUT_S)
+        for runner in (finetune, batch):
+            if runner is not None:
+                # The runners call the registry too: through the same gateway, they use the
+                # registry it finds again under its name.
+                runner._registry = self._registry
         self._deploy_timeout_s = deploy_timeout_s
         self._finetune = finetune
         self._batch = batch
@@ -262,9 +273,7 @@ class Operator:
         return self._batch.cancel(task_id)
 
     def finetune_logs(self, task_id: str) -> str:
-        import ray
-
-        task = ray.get(self._registry.get_task.remote(task_id, "fine_tuning"))
+        task = self._registry.call_sync("get_task", task_id, "fine_tuning")
         job_id = task.detail.get("job_id")
         return self._finetune.jobs().get_job_logs(job_id) if job_id else ""
 
@@ -283,13 +292,9 @@ class Operator:
             self._wake.clear()
 
     def reconcile_once(self) -> Plan:
-        import ray
-
         with self._lock:
-            view_ref = self._registry.reconcile_view.remote()
-            owned_ref = self._registry.owned_serve_apps.remote()
-            (deployments, tasks), owned = ray.get([view_ref, owned_ref])
-            owned = set(owned)
+            deployments, tasks = self._registry.call_sync("reconcile_view")
+            owned = set(self._registry.call_sync("owned_serve_apps"))
             apps = self._gateway.applications()
             total, free = self._gateway.resources()
             allocations = {
@@ -312,7 +317,7 @@ class Operator:
             rolling = [d for d in deployments if d.rollout is not None and d.status == "UPDATING"]
             self._settled = settled(deployments, tasks, p) and not rolling
             if rolling:
-                view = ray.get(self._registry.ingress_view.remote())
+                view = self._registry.call_sync("ingress_view")
                 for d in rolling:
                     green = apps.get(d.rollout.green_app)
                     alloc = allocation(green, total, free)
@@ -320,15 +325,13 @@ class Operator:
             return p
 
     def _step_rollout(self, record, green, green_alloc, view, green_owned: bool = True) -> None:
-        import ray
-
         from cluster.rollout import step
 
         r = record.rollout
         out = step(record, green, green_alloc, view, utcnow(), green_owned=green_owned)
         if out.deploy:
             version = r.from_version if out.deploy == "blue_in_place" else r.to_version
-            spec = ray.get(self._registry.get_version.remote(record.model_id, version))
+            spec = self._registry.call_sync("get_version", record.model_id, version)
             config = record.config if out.deploy == "blue_in_place" else r.config
             rolling = out.deploy != "green"
             try:
@@ -340,19 +343,15 @@ class Operator:
                 out.record = {"rollout": None, "pending_model_version": None, "traffic": {}}
         for app in out.delete:
             self._gateway.delete(app)
-        ray.get(
-            self._registry.apply_rollout.remote(
-                record.name, r.task_id, out.record, out.task, out.events
-            )
+        self._registry.call_sync(
+            "apply_rollout", record.name, r.task_id, out.record, out.task, out.events
         )
 
     def _apply(self, p: Plan, seen: dict[str, str]) -> None:
-        import ray
-
         reg = self._registry
         for record in p.deploy:
             try:
-                version = ray.get(reg.get_version.remote(record.model_id, record.model_version))
+                version = reg.call_sync("get_version", record.model_id, record.model_version)
                 self._own(record.serve_app, record.name)
                 self._gateway.deploy(record.serve_app, version, record.config)
                 p.applied[record.name] = record.config
@@ -363,20 +362,20 @@ class Operator:
             self._gateway.delete(app_name)
         for name, config in p.applied.items():
             p.status.setdefault(name, {})["applied_config"] = config
-        updates = [reg.observe_deployment.remote(n, seen[n], **f) for n, f in p.status.items()]
-        updates += [reg.remove_deployment.remote(n) for n in p.removed]
-        updates += [reg.update_task.remote(t, **f) for t, f in p.tasks.items()]
+        for name, fields in p.status.items():
+            reg.call_sync("observe_deployment", name, seen[name], **fields)
+        for name in p.removed:
+            reg.call_sync("remove_deployment", name)
+        for task_id, fields in p.tasks.items():
+            reg.call_sync("update_task", task_id, **fields)
         if p.forget:
-            updates.append(reg.forget_serve_apps.remote(p.forget))
-        ray.get(updates)
+            reg.call_sync("forget_serve_apps", p.forget)
 
     def _own(self, app_name: str, deployment: str) -> None:
         """Record an app as modelyard's before Serve hears of it, so a crash between the
         two can leave only a record without an app (forgotten later), never an app that
         nothing would clean up."""
-        import ray
-
-        ray.get(self._registry.record_serve_app.remote(app_name, deployment))
+        self._registry.call_sync("record_serve_app", app_name, deployment)
 
 
 def get_or_create_operator(

@@ -9,10 +9,12 @@ import time
 from collections import Counter
 
 import pytest
+from ray.exceptions import ActorDiedError
 
 from cluster import async_worker, errors
 from cluster.async_queue import AsyncLimits
 from cluster.async_worker import IDLE_FIRST_S, IDLE_MAX_S, AsyncWorker, next_idle_wait, settle
+from cluster.gateway import ActorGateway
 from cluster.registry import RegistryCore
 from cluster.schemas import DeployRequest, ModelCreate, PredictRequest
 
@@ -44,13 +46,20 @@ class FakeRegistry:
         self.claim_async = _Method(claim)
 
 
+def reg_gateway(handle, lookup=None) -> ActorGateway:
+    def missing():
+        raise ValueError("Failed to look up actor 'modelyard-registry'")
+
+    return ActorGateway("modelyard-registry", handle, 1.0, lookup=lookup or missing)
+
+
 @pytest.fixture
 def worker(monkeypatch):
     monkeypatch.setattr(async_worker, "IDLE_FIRST_S", 0.05)
     monkeypatch.setattr(async_worker, "IDLE_MAX_S", 0.2)
     registry = FakeRegistry()
     w = AsyncWorker.__new__(AsyncWorker)  # no ControlPlane: nothing is claimed here
-    w._registry, w._concurrency, w._lease_s = registry, 4, 1.0
+    w._registry, w._concurrency, w._lease_s = reg_gateway(registry), 4, 1.0
     w._task, w._nudged = None, None
     return w, registry
 
@@ -133,7 +142,7 @@ def _core(tmp_path) -> RegistryCore:
 def test_retryable_failures_end_after_max_attempts_and_do_not_block_others(tmp_path, worker):
     w, _ = worker
     core = _core(tmp_path)
-    w._registry, w._control, w._concurrency = _Remote(core), FakeControl(), 8
+    w._registry, w._control, w._concurrency = reg_gateway(_Remote(core)), FakeControl(), 8
     cold = [core.enqueue_async("cold", PredictRequest(args={"i": i})).task_id for i in range(20)]
     flaky = core.enqueue_async("flaky", PredictRequest(args={})).task_id
     healthy = [
@@ -162,3 +171,44 @@ def test_retryable_failures_end_after_max_attempts_and_do_not_block_others(tmp_p
     assert {core.get_async(t).status for t in cold} == {"PENDING"}
     assert {core.get_async(t).attempts for t in cold} == {0}
     assert w._control.calls["cold"] < 20
+
+
+class DeadRegistry:
+    """A registry killed for good: every call answers ActorDiedError."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+        async def died(*args, **kwargs):
+            self.calls += 1
+            raise ActorDiedError()
+
+        self._died = _Method(died)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._died
+
+
+def test_a_registry_created_again_under_its_name_is_claimed_from_and_reported_to(tmp_path, worker):
+    w, _ = worker
+    core = _core(tmp_path)
+    dead = DeadRegistry()
+    w._registry = reg_gateway(dead, lookup=lambda: _Remote(core))
+    w._control, w._concurrency = FakeControl(), 8
+    ids = [core.enqueue_async("healthy", PredictRequest(args={"i": i})).task_id for i in range(5)]
+
+    async def scenario() -> None:
+        await w.nudge()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(core.get_async(t).status != "PENDING" for t in ids):
+                break
+            await asyncio.sleep(0.02)
+        w._task.cancel()
+
+    asyncio.run(scenario())
+    assert dead.calls == 1  # the first claim found it dead; the name led to the new one
+    assert [core.get_async(t).status for t in ids] == ["SUCCESS"] * 5
+    assert [core.get_async(t).result for t in ids] == [{"i": i} for i in range(5)]
