@@ -13,12 +13,13 @@ shrinking, no example database written into the repository).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -32,7 +33,9 @@ from tests.e2e.test_deploy import BUNDLED
 pytestmark = pytest.mark.e2e
 
 DEPLOYMENT = "fuzz-minilm"
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = int(os.environ.get("MODELYARD_FUZZ_EXAMPLES", "20"))
+# The same cases on every run by default, so CI is repeatable; a seed explores new ones.
+SEED = os.environ.get("MODELYARD_FUZZ_SEED")
 REQUEST_TIMEOUT_S = 30
 # A deployment on its way down or back answers 503 by design; anything else is a finding.
 NOT_SERVING = {"STOPPED", "PENDING", "DEPLOYING", "UPDATING"}
@@ -88,15 +91,6 @@ def _fuzz(operation, tally: Tally, base_url: str, path_parameters: dict | None) 
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     )
 
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-        derandomize=True,
-    )
-    @given(case=strategy)
     def run(case) -> None:
         try:
             response = case.call(base_url=base_url, headers=AUTH, timeout=REQUEST_TIMEOUT_S)
@@ -108,7 +102,17 @@ def _fuzz(operation, tally: Tally, base_url: str, path_parameters: dict | None) 
             return
         _record(tally, case, response, base_url)
 
-    run()
+    test = given(case=strategy)(run)
+    if SEED is not None:
+        test = seed(int(SEED))(test)
+    settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        derandomize=SEED is None,
+    )(test)()
 
 
 def _fixed_parameters(operation, model_id: str) -> dict | None:
