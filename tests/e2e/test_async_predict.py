@@ -48,3 +48,32 @@ def test_async_failure_carries_the_traceback_and_unknown_ids_404(api, clean_serv
     assert api.get("/v1/async-tasks/async-nope").status_code == 404
     r = api.post("/v1/deployments/no-such/async-predict", json={"args": {}})
     assert r.status_code == 404
+
+
+def test_a_retried_async_request_with_a_request_id_is_queued_once(api, clean_serve):
+    register_echo(api, "async-once")
+    assert deploy(api, model_id="async-once")["status"] == "done"
+    body = {"args": {"i": 1}, "request_id": "client-retry-1"}
+    first = api.post("/v1/deployments/async-once/async-predict", json=body)
+    assert first.status_code == 202, first.text
+    # A registry restart between the two: Ray may re-run the enqueue, the client may retry.
+    ray.kill(registry_handle(), no_restart=False)
+    again = wait_for(
+        lambda: (
+            (r := api.post("/v1/deployments/async-once/async-predict", json=body)).status_code
+            == 202
+            and r
+        ),
+        60,
+        "the enqueue to be answered after the registry restart",
+    )
+    assert again.json()["task_id"] == first.json()["task_id"]
+    other = api.post("/v1/deployments/async-once/async-predict", json={"args": {"i": 2}})
+    assert other.json()["task_id"] != first.json()["task_id"]
+    task_id = first.json()["task_id"]
+    state = wait_for(
+        lambda: (s := api.get(f"/v1/async-tasks/{task_id}").json())["status"] != "PENDING" and s,
+        60,
+        "the task to finish",
+    )
+    assert state["status"] == "SUCCESS" and state["result"]["echo"] == {"i": 1}

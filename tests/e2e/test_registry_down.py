@@ -1,6 +1,7 @@
 """Nothing hangs while the registry is down: control routes answer 503 with Retry-After
 within a few seconds, predictions keep flowing from the ingress's routing cache, and a
-registry created again under its name is found again by the ingress."""
+registry created again under its name is found again by the ingress, the operator and the
+async worker, none of them created again."""
 
 from __future__ import annotations
 
@@ -68,19 +69,19 @@ def test_a_paused_registry_gives_503_and_predictions_go_on(api, clean_serve):
     _predicts(api, "paused-echo")
 
 
-def _recreate_control_actors(local_cluster) -> None:
-    """The operator and async worker keep the handle they were created with, which points
-    at the killed registry; they are created again so the rest of the suite has them."""
-    from cluster.async_worker import get_or_create_async_worker
-    from cluster.bootstrap import _dashboard_url
-    from cluster.operator import get_or_create_operator
+def _actor_id(name: str) -> str:
+    return ray.get_actor(name, namespace=NAMESPACE)._actor_id.hex()
 
-    head = ray.get_runtime_context().get_node_id()
-    for name in (OPERATOR_ACTOR, ASYNC_WORKER_ACTOR):
-        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-    wait_for(lambda: not _named(OPERATOR_ACTOR) and not _named(ASYNC_WORKER_ACTOR), 30, "names")
-    get_or_create_operator(head, str(local_cluster.settings.root), _dashboard_url())
-    get_or_create_async_worker(head_node_id=head)
+
+def _async_result(api: httpx.Client, name: str, args: dict) -> dict:
+    resp = api.post(f"/v1/deployments/{name}/async-predict", json={"args": args}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    task_id = resp.json()["task_id"]
+    return wait_for(
+        lambda: (s := api.get(f"/v1/async-tasks/{task_id}").json())["status"] != "PENDING" and s,
+        60,
+        "the async prediction to finish",
+    )
 
 
 def _named(name: str) -> bool:
@@ -99,6 +100,7 @@ def test_a_registry_killed_for_good_then_created_again_is_found_again(
     _predicts(api, "recreated-echo")
     settings = local_cluster.settings
     head = ray.get_runtime_context().get_node_id()
+    before = {name: _actor_id(name) for name in (OPERATOR_ACTOR, ASYNC_WORKER_ACTOR)}
 
     ray.kill(registry_handle(), no_restart=True)
     try:
@@ -112,7 +114,12 @@ def test_a_registry_killed_for_good_then_created_again_is_found_again(
     wait_for(lambda: _control_answers(api), 30, "control routes to answer 200 again")
     names = [d["name"] for d in api.get("/v1/deployments").json()]
     assert "recreated-echo" in names  # reloaded from the database
-    _recreate_control_actors(local_cluster)
+    # The operator and the async worker were not created again: their gateways found the
+    # new registry, so a deploy is reconciled and an async prediction is claimed and reported.
     register_echo(api, "after-recreate")
-    assert deploy(api, model_id="after-recreate")["status"] == "done"
+    assert deploy(api, model_id="after-recreate", timeout_s=120)["status"] == "done"
     _predicts(api, "after-recreate")
+    state = _async_result(api, "after-recreate", {"n": 2})
+    assert state["status"] == "SUCCESS", state
+    assert state["result"]["echo"] == {"n": 2}
+    assert {name: _actor_id(name) for name in before} == before
