@@ -58,8 +58,9 @@ def _ray_get(ref: Any, timeout_s: float) -> Any:
 class ActorGateway:
     """Calls to one named actor, each bounded by ``timeout_s``.
 
-    Attribute access other than ``call`` reaches the current handle, so fire-and-forget
-    calls stay as they were (``gateway.kick.remote()``) and never wait.
+    Attribute access other than ``call`` and ``call_sync`` reaches the current handle, so
+    fire-and-forget calls stay as they were (``gateway.kick.remote()``) and never wait, and
+    code holding the gateway (the operator's job runners) uses the instance it found last.
     """
 
     def __init__(
