@@ -20,6 +20,13 @@ KEY_FILE = "admin.key"
 # What a Ray started by modelyard needs in its environment for direct ingress. Nothing sits
 # in front of the replicas' own ports, so a stopping replica need not wait for a load
 # balancer to forget it (Serve's default for that is 30 s).
+# What a Ray started by modelyard gets in its environment in every mode (a user's own value
+# wins). Serve's controller finds a dead HTTP proxy by its health check: three misses in a
+# row at a 10 s period by default, so a killed proxy left port 8000 closed for 25-33 s in the
+# fault-injection test; at a 1 s period the controller replaces it within a few seconds.
+RAY_START_ENV = {
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
+}
 DIRECT_INGRESS_ENV = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",

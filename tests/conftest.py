@@ -57,8 +57,10 @@ class LocalCluster:
         import ray
 
         from cluster.bootstrap import start_control_plane
-        from cluster.settings import NAMESPACE, key_digest
+        from cluster.settings import NAMESPACE, RAY_START_ENV, key_digest
 
+        for name, value in RAY_START_ENV.items():  # as `modelyard up` starts Ray
+            os.environ.setdefault(name, value)
         ray.init(
             num_cpus=NUM_CPUS,
             num_gpus=NUM_GPUS,

@@ -16,6 +16,7 @@ from cluster.cli.common import app, console
 from cluster.settings import (
     DIRECT_INGRESS_ENV,
     NAMESPACE,
+    RAY_START_ENV,
     Settings,
     key_digest,
     load_or_create_key,
@@ -97,8 +98,10 @@ def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
     one. Returns True when this call started Ray."""
     import ray
 
+    # Read by the Serve processes of a Ray this call starts (they inherit it).
+    for name, value in RAY_START_ENV.items():
+        os.environ.setdefault(name, value)
     if settings.direct_ingress:
-        # Read by the Serve processes of a Ray this call starts (they inherit it).
         os.environ.update(DIRECT_INGRESS_ENV)
     if settings.ray_address:
         ray.init(address=settings.ray_address, namespace=NAMESPACE, log_to_driver=False)
