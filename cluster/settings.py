@@ -17,6 +17,7 @@ OPERATOR_ACTOR = "modelyard-operator"
 ASYNC_WORKER_ACTOR = "modelyard-async-worker"
 CONTROL_APP = "modelyard"
 KEY_FILE = "admin.key"
+RAY_MARKER_FILE = "ray-started-by-up"
 # What a Ray started by modelyard needs in its environment for direct ingress. Nothing sits
 # in front of the replicas' own ports, so a stopping replica need not wait for a load
 # balancer to forget it (Serve's default for that is 30 s).
@@ -154,6 +155,12 @@ class Settings(BaseSettings):
     @property
     def key_path(self) -> Path:
         return self.root / KEY_FILE
+
+    @property
+    def ray_marker_path(self) -> Path:
+        """Written by ``up --detach`` when it started the local Ray, so ``down`` stops only a
+        Ray that modelyard started."""
+        return self.root / RAY_MARKER_FILE
 
     def for_replica(self) -> dict[str, Any]:
         """What a replica is handed (``from_replica`` rebuilds it there): every setting but

@@ -215,6 +215,9 @@ def up(
             "RAY_SERVE_ENABLE_DIRECT_INGRESS=1); serving through the Serve proxy only[/]"
         )
     if detach:
+        if started:
+            settings.ray_marker_path.parent.mkdir(parents=True, exist_ok=True)
+            settings.ray_marker_path.write_text(f"{os.getpid()}\n")
         return
     console.print("serving in the foreground; Ctrl-C stops" + (" Ray too." if started else "."))
     _wait_for_signal()
@@ -251,10 +254,14 @@ def _print_banner(url: str, key: str, settings: Settings, created: bool) -> None
 @app.command(rich_help_panel="Server")
 def down(
     ray_address: RayAddress = None,
-    stop_ray: Annotated[bool, typer.Option(help="Also run 'ray stop' on this machine.")] = True,
+    stop_ray: Annotated[
+        bool,
+        typer.Option(help="Also stop the local Ray, when 'modelyard up --detach' started it."),
+    ] = True,
 ) -> None:
     """Stop serving: delete modelyard's Serve apps and control actors, leave other Serve apps
-    on the cluster alone; the registry database is kept."""
+    on the cluster alone; the registry database is kept. A local Ray is stopped only when
+    ``up --detach`` started it: one that was running already is somebody's, and stays."""
     from cluster.bootstrap import stop_control_plane
 
     settings = _settings(ray_address=ray_address)
@@ -270,11 +277,17 @@ def down(
     )
     if report.left:
         console.print(f"left running (not modelyard's): {', '.join(report.left)}")
-    if stop_ray and not settings.ray_address:
-        import ray
+    marker = settings.ray_marker_path
+    if settings.ray_address or not marker.exists():
+        return
+    if not stop_ray:
+        console.print("left the local Ray running (modelyard up started it)")
+        return
+    import ray
 
-        ray.shutdown()
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop"], check=False)
+    ray.shutdown()
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop"], check=False)
+    marker.unlink(missing_ok=True)
 
 
 @app.command(rich_help_panel="Server")

@@ -393,6 +393,27 @@ def test_down_deletes_only_modelyards_apps_and_says_what_it_left(monkeypatch, tm
     assert "left running (not modelyard's): other--v1" in result.output
 
 
+@pytest.mark.parametrize("started_by_up", [True, False])
+def test_down_stops_a_local_ray_only_when_up_started_it(monkeypatch, tmp_path, started_by_up):
+    from cluster import bootstrap
+    from cluster.cli import server
+
+    stopped = []
+    monkeypatch.setattr(server, "_connect", lambda *a, **k: False)
+    monkeypatch.setattr(
+        bootstrap, "stop_control_plane", lambda db: bootstrap.StopReport([], [], "registry")
+    )
+    monkeypatch.setattr(server.subprocess, "run", lambda cmd, **k: stopped.append(cmd))
+    monkeypatch.setenv("MODELYARD_STORAGE_ROOT", str(tmp_path))
+    marker = tmp_path / "ray-started-by-up"
+    if started_by_up:
+        marker.write_text("1\n")
+    result = run("down")
+    assert result.exit_code == 0, result.output
+    assert bool(stopped) == started_by_up
+    assert not marker.exists()
+
+
 def test_down_deletes_the_control_app_first_then_only_recorded_apps():
     from cluster.bootstrap import apps_to_delete
 
