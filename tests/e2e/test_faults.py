@@ -183,6 +183,34 @@ def longest_gap(answers: list[Answer], start: float, end: float) -> float:
     return max(b - a for a, b in zip(done, done[1:], strict=False))
 
 
+@dataclass
+class Window:
+    """When the load ran and when the fault happened (time.monotonic() seconds)."""
+
+    start: float
+    killed_at: float
+    recovered_at: float
+    end: float
+
+
+def summarize(case: str, answers: list[Answer], w: Window, lost: dict) -> dict:
+    """One row of the figures table."""
+    statuses = Counter(a.status for a in answers)
+    failed = [a for a in answers if a.status not in range(200, 300)]
+    return {
+        "case": case,
+        "sent": len(answers),
+        "rate_per_s": round(len(answers) / (w.end - w.start), 1),
+        "steady_rate_per_s": round(sum(a.sent < w.killed_at for a in answers) / STEADY_S, 1),
+        "non_2xx": {str(s): n for s, n in statuses.items() if s not in range(200, 300)},
+        "longest_gap_s": round(longest_gap(answers, w.start, w.end), 2),
+        "slowest_answer_s": round(max(a.done - a.sent for a in answers), 2),
+        "back_to_full_capacity_s": round(w.recovered_at - w.killed_at, 1),
+        "registry_lost": lost,
+        "examples": {str(a.status): a.body for a in failed},
+    }
+
+
 def _run_case(api: httpx.Client, url: str, target: Target) -> dict:
     before = registry_snapshot(api)
     victim = target.find()
@@ -196,23 +224,11 @@ def _run_case(api: httpx.Client, url: str, target: Target) -> dict:
         lambda: _replaced(target, victim, alive_before), RECOVERY_BOUND_S, f"a new {target.name}"
     )
     wait_for(lambda: full_capacity(api), RECOVERY_BOUND_S, "full capacity", interval_s=0.5)
-    recovered_s = time.monotonic() - killed_at
+    recovered_at = time.monotonic()
     time.sleep(STEADY_S)
     answers = load.stop()
-    end = time.monotonic()
-    statuses = Counter(a.status for a in answers)
-    return {
-        "case": target.name,
-        "sent": len(answers),
-        "rate_per_s": round(len(answers) / (end - start), 1),
-        "steady_rate_per_s": round(sum(a.sent < killed_at for a in answers) / STEADY_S, 1),
-        "non_2xx": {str(s): n for s, n in statuses.items() if s not in range(200, 300)},
-        "longest_gap_s": round(longest_gap(answers, start, end), 2),
-        "slowest_answer_s": round(max(a.done - a.sent for a in answers), 2),
-        "back_to_full_capacity_s": round(recovered_s, 1),
-        "registry_lost": lost_rows(before, registry_snapshot(api)),
-        "examples": {str(a.status): a.body for a in answers if a.status not in range(200, 300)},
-    }
+    window = Window(start, killed_at, recovered_at, time.monotonic())
+    return summarize(target.name, answers, window, lost_rows(before, registry_snapshot(api)))
 
 
 def lost_rows(before: dict, after: dict) -> dict:

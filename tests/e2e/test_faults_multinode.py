@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 
 import httpx
 import pytest
@@ -87,22 +86,6 @@ def _victim(cluster: MultiNodeCluster):
     pytest.fail(f"no worker with a replica and without the ingress: {replica_nodes}")
 
 
-def _summary(answers, start, end, killed_at, recovered_s, lost) -> dict:
-    statuses = Counter(a.status for a in answers)
-    return {
-        "case": "worker node (1 of 2 replicas)",
-        "sent": len(answers),
-        "rate_per_s": round(len(answers) / (end - start), 1),
-        "steady_rate_per_s": round(sum(a.sent < killed_at for a in answers) / faults.STEADY_S, 1),
-        "non_2xx": {str(s): n for s, n in statuses.items() if s not in range(200, 300)},
-        "longest_gap_s": round(faults.longest_gap(answers, start, end), 2),
-        "slowest_answer_s": round(max(a.done - a.sent for a in answers), 2),
-        "back_to_full_capacity_s": round(recovered_s, 1),
-        "registry_lost": lost,
-        "examples": {str(a.status): a.body for a in answers if a.status not in range(200, 300)},
-    }
-
-
 @pytest.mark.timeout(600)
 def test_worker_node_with_one_of_two_replicas_dies_under_load(multinode):
     cluster, api = multinode
@@ -123,13 +106,12 @@ def test_worker_node_with_one_of_two_replicas_dies_under_load(multinode):
         return victim.node_id not in nodes and faults.full_capacity(api)
 
     wait_for(replaced, faults.RECOVERY_BOUND_S, "a replacement replica", interval_s=0.5)
-    recovered_s = time.monotonic() - killed_at
+    recovered_at = time.monotonic()
     time.sleep(faults.STEADY_S)
     answers = load.stop()
-    row = _summary(
-        answers, start, time.monotonic(), killed_at, recovered_s,
-        faults.lost_rows(before, faults.registry_snapshot(api)),
-    )  # fmt: skip
+    window = faults.Window(start, killed_at, recovered_at, time.monotonic())
+    lost = faults.lost_rows(before, faults.registry_snapshot(api))
+    row = faults.summarize("worker node (1 of 2 replicas)", answers, window, lost)
     print(f"\nFAULT CASE {json.dumps(row)}", flush=True)
     faults.publish([row])
     assert row["steady_rate_per_s"] >= 20, row

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tests.e2e.test_faults import Answer, figures_table, longest_gap, lost_rows
+from tests.e2e.test_faults import (
+    STEADY_S,
+    Answer,
+    Window,
+    figures_table,
+    longest_gap,
+    lost_rows,
+    summarize,
+)
 
 
 def test_longest_gap_counts_only_successes_and_the_edges_of_the_window():
@@ -47,3 +55,21 @@ def test_figures_table_has_one_row_per_case():
     assert len(lines) == 4
     assert lines[2].startswith("| proxy | 10 | 30.0 (29.0) |")
     assert '{"ConnectError": 3}' in lines[2] and lines[2].endswith("| nothing |")
+
+
+def test_summarize_splits_the_rate_before_the_kill_and_counts_failures_by_kind():
+    before_kill = [Answer(sent=i / 10, done=i / 10 + 0.01, status=200) for i in range(30)]
+    after = [
+        Answer(sent=3.5, done=3.6, status="ConnectError", body="refused"),
+        Answer(sent=3.6, done=3.7, status="ConnectError", body="refused"),
+        Answer(sent=4.0, done=9.0, status=500, body="Internal Server Error"),
+        Answer(sent=9.5, done=9.6, status=200),
+    ]
+    window = Window(start=0.0, killed_at=STEADY_S, recovered_at=STEADY_S + 6.0, end=10.0)
+    row = summarize("ingress", before_kill + after, window, lost={})
+    assert row["sent"] == 34 and row["rate_per_s"] == 3.4
+    assert row["steady_rate_per_s"] == round(30 / STEADY_S, 1)
+    assert row["non_2xx"] == {"ConnectError": 2, "500": 1}
+    assert row["examples"] == {"ConnectError": "refused", "500": "Internal Server Error"}
+    assert row["slowest_answer_s"] == 5.0 and row["back_to_full_capacity_s"] == 6.0
+    assert row["longest_gap_s"] == round(9.6 - 2.91, 2)
