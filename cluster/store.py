@@ -18,7 +18,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,26 +129,19 @@ class Store:
 
     def load(self, table: str, schema: type[T]) -> list[tuple[str, T]]:
         """All readable documents of a table in insertion order; the others are set aside."""
-        out: list[tuple[str, T]] = []
-        bad: list[tuple[str, bytes, str]] = []
-        for key, raw in self._rows(table):
-            try:
-                out.append((key, schema.model_validate(json.loads(raw))))
-            except Exception as exc:  # any row this code cannot read, however it fails
-                bad.append((key, raw, f"{type(exc).__name__}: {exc}"))
-        if bad:
-            with self.transaction():
-                for key, raw, error in bad:
-                    self._quarantine(table, key, raw, error)
-        return out
+        return self._load(table, lambda raw: schema.model_validate(json.loads(raw)))
 
     def load_json(self, table: str) -> list[tuple[str, Any]]:
         """A table of plain JSON values; a row that is not JSON is set aside."""
-        out, bad = [], []
+        return self._load(table, json.loads)
+
+    def _load(self, table: str, parse: Callable[[bytes], Any]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        bad: list[tuple[str, bytes, str]] = []
         for key, raw in self._rows(table):
             try:
-                out.append((key, json.loads(raw)))
-            except ValueError as exc:
+                out.append((key, parse(raw)))
+            except Exception as exc:  # any row this code cannot read, however it fails
                 bad.append((key, raw, f"{type(exc).__name__}: {exc}"))
         if bad:
             with self.transaction():
