@@ -15,6 +15,7 @@ starts) answers 503 at once instead of holding the request until ``request_timeo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -31,6 +32,8 @@ logger = logging.getLogger("modelyard.routing")
 
 # Statuses in which a deployment may have no replica to take a request yet.
 NOT_SERVING_YET = ("PENDING", "DEPLOYING")
+SERVING = ("ACTIVE", "UPDATING")
+RECHECK_S = 0.1
 
 
 def replica_lost(exc: BaseException) -> bool:
@@ -148,6 +151,7 @@ class Router:
         self._generation: str | None = None
         self._task: asyncio.Task | None = None
         self._refresh_lock = asyncio.Lock()
+        self._refreshed_at = 0.0
         self.ingress_id = uuid.uuid4().hex[:12]
 
     def start(self) -> None:
@@ -174,6 +178,7 @@ class Router:
     async def refresh(self) -> None:
         async with self._refresh_lock:
             generation, table = await self.registry.call("routing_snapshot", self._generation)
+            self._refreshed_at = time.monotonic()
             if table is None:
                 return
             routes = {}
@@ -191,6 +196,8 @@ class Router:
     async def route(self, name: str) -> Route:
         self.start()
         route = self._routes.get(name) or await self._look_up(name)
+        if route.status not in SERVING:
+            route = await self._recheck(route)
         if route.status == "STOPPED":
             raise errors.NotReady(f"deployment '{name}' is stopped; start it to serve again")
         if route.status in ("DELETING", "FAILED"):
@@ -212,6 +219,19 @@ class Router:
         route = self._routes.get(name)
         if route is None:
             raise errors.NotFound(f"deployment '{name}' does not exist")
+        return route
+
+    async def _recheck(self, cached: Route) -> Route:
+        """A route about to be refused, read fresh: the cached status may be up to
+        ``refresh_s`` old, and refusing a deployment that became ready since is wrong. At
+        most one refresh per ``RECHECK_S`` however many requests are refused; the cached
+        route when the registry cannot be asked."""
+        if time.monotonic() - self._refreshed_at > RECHECK_S:
+            with contextlib.suppress(errors.Unavailable, TimeoutError):
+                await asyncio.wait_for(self.refresh(), self.registry.timeout_s)
+        route = self._routes.get(cached.name)
+        if route is None:
+            raise errors.NotFound(f"deployment '{cached.name}' does not exist")
         return route
 
     async def _check_serving(self, route: Route) -> None:

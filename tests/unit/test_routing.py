@@ -169,3 +169,42 @@ def test_which_errors_mean_the_replica_was_lost():
     # Raised inside the replica (an actor it called died): sending it again would not help.
     inside = RayTaskError("predict_many", "Traceback ...", ActorDiedError())
     assert not replica_lost(inside.as_instanceof_cause())
+
+
+class NeverServing(ReadinessProbe):
+    async def serving(self, apps):
+        return False
+
+
+def test_a_refusal_reads_the_status_fresh_so_a_deployment_just_ready_is_served():
+    # Cached as DEPLOYING with no replica; the registry says ACTIVE by now (scale to zero:
+    # ACTIVE with none running, woken by this very request).
+    registry = FakeRegistry({"d": entry("DEPLOYING")}, {"d": entry("ACTIVE")})
+    r = Router(
+        ActorGateway("modelyard-registry", registry, TIMEOUT_S, lookup=lambda: registry),
+        refresh_s=3600,  # no background refresh between the two lookups
+        probe=NeverServing(),
+    )
+
+    async def main():
+        await r.refresh()
+        r._refreshed_at = 0.0  # the cached status is older than RECHECK_S
+        return await r.route("d")
+
+    assert asyncio.run(main()).status == "ACTIVE"
+
+
+def test_a_refusal_while_the_registry_hangs_answers_from_the_cache_within_the_bound():
+    registry = FakeRegistry({"d": entry("STOPPED")})
+    r = router(registry)
+
+    async def main():
+        await r.refresh()
+        registry.down = True
+        r._refreshed_at = 0.0
+        start = time.monotonic()
+        with pytest.raises(errors.NotReady, match="stopped"):
+            await r.route("d")
+        return time.monotonic() - start
+
+    assert asyncio.run(main()) < TIMEOUT_S * 3
