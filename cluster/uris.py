@@ -24,6 +24,7 @@ Every refusal is ``InvalidInput`` (422) naming the field.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import re
 from dataclasses import dataclass
@@ -194,10 +195,23 @@ def check_artifact(uri: str, field: str, root: StorageRoot) -> str:
     """A model version's weights: ``package://``, a remote URI, or a local path inside the
     storage root but not under its outputs folder (outputs may be overwritten)."""
     checked = check_input(uri, field, root, package=True)
-    if is_local(checked) and Path(checked).is_relative_to(root.outputs):
+    if scheme_of(checked) == "package":
+        # A version that names a missing package or folder could only fail at deploy time,
+        # in every replica it starts; the ingress node installs what the replicas install.
+        if importlib.util.find_spec(checked[len("package://") :].split(".")[0]) is None:
+            raise errors.InvalidInput(f"{field} '{uri}': no installed package of that name")
+        return checked
+    if not is_local(checked):
+        return checked
+    path = Path(checked)
+    if path.is_relative_to(root.outputs):
         raise errors.InvalidInput(
             f"{field} '{uri}' is under {root.outputs}, where request outputs are written and "
             "may be replaced; move the artifact elsewhere under the storage root"
+        )
+    if not path.exists():
+        raise errors.InvalidInput(
+            f"{field} '{uri}' does not exist; give the file or folder that holds the weights"
         )
     return checked
 

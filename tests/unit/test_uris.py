@@ -188,6 +188,9 @@ def test_artifacts_accept_packages_remote_and_local_paths_inside_the_root(root, 
         ("outputs/m", "where request outputs are written"),
         ("/opt/model", "outside the storage root"),
         ("admin.key", "admin key file"),
+        ("models/missing", "does not exist"),
+        (".", "outside the storage root"),  # the root itself is not an artifact
+        ("package://no_such_package_anywhere", "no installed package"),
     ]:
         with pytest.raises(errors.InvalidInput, match=f"^artifact_uri .*{message}"):
             uris.check_artifact(bad, "artifact_uri", storage)
