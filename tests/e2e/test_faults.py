@@ -40,7 +40,8 @@ APP = f"{MODEL}--v1"
 PREDICT = f"/v1/deployments/{MODEL}/predict"
 RATE_PER_S = 30
 CLIENTS = 6
-REQUEST_TIMEOUT_S = 15
+# Above the ~15 s Ray takes to declare a dead node, so a slow answer is told from a hang.
+REQUEST_TIMEOUT_S = 30
 STEADY_S = 3
 RECOVERY_BOUND_S = 120
 SERVE_NAMESPACE = "serve"
