@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -130,8 +131,11 @@ def test_green_swap_under_load_drops_nothing_then_bad_versions_roll_back(
     events = [e["type"] for e in api.get("/v1/deployments/swap/events").json()]
     assert events.count("rollout_step") == 3 and "rollout_done" in events
 
-    # v3 cannot load: the swap fails with the loader's error and traffic never leaves v2.
-    v3 = _add_version(api, swap_model, str(artifact_dir / "missing.json"))
+    # v3 cannot load (its artifact was removed after it was registered, which registration
+    # cannot see): the swap fails with the loader's error and traffic never leaves v2.
+    gone = _artifact(artifact_dir, "missing")
+    v3 = _add_version(api, swap_model, gone)
+    os.remove(gone)
     with Load(local_cluster.url, "swap") as load:
         failed = _wait_task(api, _swap(api, "swap", v3)["id"])
     assert failed["status"] == "failed"
