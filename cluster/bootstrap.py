@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.operator.serve import QUIET
 from cluster.schemas import DeployRequest, ModelCreate
-from cluster.serving import QUIET
 from cluster.settings import (
     ASYNC_WORKER_ACTOR,
     CONTROL_APP,
@@ -55,11 +55,11 @@ def start_control_plane(
     import ray
     from ray import serve
 
-    from cluster.async_queue import AsyncLimits
-    from cluster.async_worker import get_or_create_async_worker
-    from cluster.ingress import build
-    from cluster.operator import get_or_create_operator
-    from cluster.registry import get_or_create_registry
+    from cluster.ingress.app import build
+    from cluster.ingress.async_worker import get_or_create_async_worker
+    from cluster.operator.actor import get_or_create_operator
+    from cluster.registry.actor import get_or_create_registry
+    from cluster.registry.async_queue import AsyncLimits
 
     head = ray.get_runtime_context().get_node_id()
     serve.start(http_options={"host": settings.host, "port": settings.port})
@@ -167,7 +167,7 @@ def stop_control_plane(db_path: Path | None = None, timeout_s: float = 60.0) -> 
     only the control app (a model app that cannot be shown to be modelyard's is left and
     reported). The registry database stays.
     """
-    from cluster.serving import applications
+    from cluster.operator.serve import applications
 
     owned, source = _owned_apps(db_path)
     # The operator goes first: it would redeploy a deployment's app as soon as it was gone.
@@ -221,7 +221,7 @@ def _owned_apps(db_path: Path | None) -> tuple[set[str], str]:
 def _delete_apps(names: list[str], timeout_s: float) -> None:
     from ray import serve
 
-    from cluster.serving import applications
+    from cluster.operator.serve import applications
 
     for name in names:
         serve.delete(name, _blocking=False)

@@ -33,7 +33,7 @@ logger = logging.getLogger("modelyard.batch")
 
 TEXT_KIND = "sentence-transformer"
 # Rows predicted (and held as Python results) at once: a longer batch runs in slices of this.
-# Twice the job's window (cluster.batch_job.SORT_ROWS), so a window is sorted as one slice.
+# Twice the job's window (cluster.jobs.batch_job.SORT_ROWS), so a window is sorted as one slice.
 MAX_WINDOW_ROWS = 8192
 BAD_INPUT = (ValueError, TypeError, KeyError)
 

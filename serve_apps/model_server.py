@@ -3,7 +3,7 @@
 A replica loads its version by kind (see ``serve_apps.kinds``), on the GPU when Ray gave
 it one and CUDA is there, else on the CPU; warms up before it reports healthy; and batches
 requests two ways: ``predict_many`` takes a batch the ingress already gathered (see
-``cluster.coalesce``), and ``__call__`` batches single requests with ``@serve.batch``, whose
+``cluster.ingress.batcher``), and ``__call__`` batches single requests with ``@serve.batch``, whose
 size and wait come from ``user_config`` and change through ``reconfigure`` without a restart.
 
 Each call answers a plain dict, never raises for a request's own failure:

@@ -60,7 +60,7 @@ ALWAYS = [
     "opentelemetry-proto==1.45.2",
     "opentelemetry-sdk==1.45.2",
     "opentelemetry-semantic-conventions==0.66b2",
-    "orjson==3.13.0",  # modelyard's cluster/http.py
+    "orjson==3.13.0",  # modelyard's cluster/ingress/http.py
     "protobuf==7.36.2",  # grpcio-reflection's generated code needs protobuf >= 7.35.1
     "pydantic==2.14.3",
     "pydantic-core==2.50.4",

@@ -51,7 +51,7 @@ import google.protobuf, grpc, pydantic, fastapi, ray, ray.serve, ray.train, torc
 print("imports:", f"ray {ray.__version__} ({ray.__file__})", f"protobuf {google.protobuf.__version__}",
       f"grpc {grpc.__version__}", f"pydantic {pydantic.VERSION}", f"fastapi {fastapi.__version__}",
       f"torch {torch.__version__} cuda={torch.cuda.is_available()} n={torch.cuda.device_count()}")
-from cluster.ingress import build  # noqa: F401
+from cluster.ingress.app import build  # noqa: F401
 EOF
 } 2>&1 | tee -a "$OUT/env.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "set-up failed"; exit 2; }

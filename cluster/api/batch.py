@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from cluster.api.deps import ControlDep, get_storage_root
-from cluster.batch_io import check_request
+from cluster.jobs.batch_io import check_request
 from cluster.schemas import BatchPredictCreate, Page, Task
 
 router = APIRouter(tags=["batch predictions"])

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 
 from cluster.api.deps import ControlDep, get_settings
-from cluster.http import FastJSONResponse
+from cluster.ingress.http import FastJSONResponse
 from cluster.schemas import (
     AsyncAccepted,
     DeploymentEvent,

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from cluster.control import ControlPlane
+from cluster.api.control import ControlPlane
 from cluster.settings import Settings
 
 _replica: dict[str, object] = {}

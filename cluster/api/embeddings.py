@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 from cluster import errors
 from cluster.api.deps import ControlDep
-from cluster.http import FastJSONResponse
+from cluster.ingress.http import FastJSONResponse
 from cluster.schemas import PredictRequest, Schema
 from cluster.schemas.predictions import MAX_TEXT_CHARS, MAX_TEXTS, texts_problem
 

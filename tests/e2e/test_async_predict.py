@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import ray
 
-from cluster.registry import registry_handle
+from cluster.registry.actor import registry_handle
 from tests.conftest import deploy, wait_for
 from tests.e2e.test_deploy import register_echo
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import ray
 
-from cluster.registry import get_or_create_registry, registry_handle
+from cluster.registry.actor import get_or_create_registry, registry_handle
 from cluster.settings import ASYNC_WORKER_ACTOR, NAMESPACE, OPERATOR_ACTOR
 from tests.conftest import deploy, wait_for
 from tests.e2e.test_deploy import register_echo

@@ -39,7 +39,8 @@ def test_nan_and_infinity_are_refused_over_http_and_nothing_is_registered(api):
 
 def test_a_second_control_plane_on_the_same_database_is_refused(local_cluster):
     probe = (
-        "import sys; from pathlib import Path; from cluster.store import Store, StoreLocked\n"
+        "import sys; from pathlib import Path\n"
+        "from cluster.registry.store import Store, StoreLocked\n"
         "try:\n    Store(Path(sys.argv[1]), lock_wait_s=0)\n"
         "except StoreLocked as exc:\n    print(exc); sys.exit(3)\n"
     )

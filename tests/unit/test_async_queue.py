@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from cluster import async_queue, errors
-from cluster.async_queue import AsyncLimits, AsyncQueue, backoff_s
-from cluster.registry import RegistryCore
+from cluster import errors
+from cluster.registry import async_queue
+from cluster.registry.actor import RegistryCore
+from cluster.registry.async_queue import AsyncLimits, AsyncQueue, backoff_s
+from cluster.registry.store import Store
 from cluster.schemas import DeployRequest, ModelCreate, PredictRequest
-from cluster.store import Store
 
 LEASE_S = 30.0
 

@@ -11,11 +11,18 @@ from collections import Counter
 import pytest
 from ray.exceptions import ActorDiedError
 
-from cluster import async_worker, errors
-from cluster.async_queue import AsyncLimits
-from cluster.async_worker import IDLE_FIRST_S, IDLE_MAX_S, AsyncWorker, next_idle_wait, settle
-from cluster.gateway import ActorGateway
-from cluster.registry import RegistryCore
+from cluster import errors
+from cluster.actor_gateway import ActorGateway
+from cluster.ingress import async_worker
+from cluster.ingress.async_worker import (
+    IDLE_FIRST_S,
+    IDLE_MAX_S,
+    AsyncWorker,
+    next_idle_wait,
+    settle,
+)
+from cluster.registry.actor import RegistryCore
+from cluster.registry.async_queue import AsyncLimits
 from cluster.schemas import DeployRequest, ModelCreate, PredictRequest
 
 

@@ -11,12 +11,13 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from cluster import batch_io, errors
-from cluster.batch_job import Canceled, Reporter, actor_options, windows, write_output
-from cluster.batch_runner import refusal
+from cluster import errors
 from cluster.cli import app, common
 from cluster.client import Client, describe_task
-from cluster.registry import RegistryCore
+from cluster.jobs import batch_io
+from cluster.jobs.batch_job import Canceled, Reporter, actor_options, windows, write_output
+from cluster.jobs.batch_runner import refusal
+from cluster.registry.actor import RegistryCore
 from cluster.schemas import (
     BatchPredictCreate,
     DeploymentConfig,
@@ -471,7 +472,7 @@ class FakeJobs:
 def runner(reg, monkeypatch):
     import ray
 
-    from cluster.batch_runner import BatchRunner
+    from cluster.jobs.batch_runner import BatchRunner
 
     monkeypatch.setattr(ray, "get", lambda x: x)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 0.0})
@@ -489,7 +490,7 @@ def test_runner_submits_once_then_follows_the_job(reg, runner):
     task = reg.create_batch_task("emb", req())
     runner(jobs).tick([reg.get_task(task.id)])
     assert [j["submission_id"] for j in jobs.submitted] == [task.id]
-    assert "-m cluster.batch_job --task-id " + task.id in jobs.submitted[0]["entrypoint"]
+    assert "-m cluster.jobs.batch_job --task-id " + task.id in jobs.submitted[0]["entrypoint"]
     current = reg.get_task(task.id)
     assert current.status == "processing" and current.detail["job_id"] == task.id
     runner(jobs).tick([current])

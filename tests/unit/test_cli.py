@@ -428,7 +428,7 @@ def test_down_deletes_the_control_app_first_then_only_recorded_apps():
 
 def test_down_without_a_registry_reads_the_apps_it_recorded_from_its_database(tmp_path):
     from cluster.bootstrap import owned_apps_in_db
-    from cluster.registry import RegistryCore
+    from cluster.registry.actor import RegistryCore
 
     db = tmp_path / "registry.db"
     assert owned_apps_in_db(db) == set()  # no database: nothing is known to be modelyard's

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from cluster import errors
-from cluster.coalesce import Batcher, Limits, ingress_limits
+from cluster.ingress.batcher import Batcher, Limits, ingress_limits
 from cluster.schemas import DeploymentConfig
 
 

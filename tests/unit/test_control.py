@@ -14,12 +14,13 @@ from fastapi.testclient import TestClient
 from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayTaskError
 
 from cluster import errors
-from cluster.api import deployments, deps, tasks
-from cluster.control import ControlPlane
-from cluster.gateway import ActorGateway
-from cluster.http import install_error_handlers
-from cluster.metrics import Metrics
-from cluster.routing import Route, Router, Variant
+from cluster.actor_gateway import ActorGateway
+from cluster.api import deploy_tasks as tasks
+from cluster.api import deployments, deps
+from cluster.api.control import ControlPlane
+from cluster.ingress.http import install_error_handlers
+from cluster.ingress.metrics import Metrics
+from cluster.ingress.routing import Route, Router, Variant
 from cluster.schemas import PredictRequest
 
 TIMEOUT_S = 0.3
@@ -218,7 +219,7 @@ FAILED = {"ok": False, "error_type": "predictor", "error": "ValueError: bad", "t
 
 
 def predict_with(handle: FakeHandle, batched: bool) -> dict:
-    from cluster.coalesce import Limits
+    from cluster.ingress.batcher import Limits
 
     control = control_plane(FakeActor())
     route = Route(

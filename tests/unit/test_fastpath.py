@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from cluster import errors, fastpath
+from cluster import errors
 from cluster.api import deps
-from cluster.ingress import app
+from cluster.ingress import predict_route as fastpath
+from cluster.ingress.app import app
 from cluster.settings import key_digest
 
 KEY = "secret"

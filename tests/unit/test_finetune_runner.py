@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import requests
 
-from cluster.finetune import FineTuneRunner
-from cluster.jobs import is_unknown_job
+from cluster.jobs.finetune_runner import FineTuneRunner
+from cluster.jobs.runner import is_unknown_job
 from cluster.schemas import Task
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster import errors
-from cluster.registry import RegistryCore
+from cluster.registry.actor import RegistryCore
 from cluster.schemas import FineTuneCreate, ModelCreate
 
 PAIRS = [{"anchor": f"a{i}", "positive": f"p{i}"} for i in range(8)]
@@ -122,7 +122,7 @@ def test_a_stale_operator_update_cannot_undo_a_cancel_or_a_restart(reg):
 
 
 def test_run_names_resume_the_newest_start_over_and_from_scratch_starts_a_new_one(reg):
-    from cluster.finetune_tasks import scratch_runs
+    from cluster.registry.finetune import scratch_runs
 
     task = reg.create_finetune_task(create())
     names = [scratch_runs(task.detail)]

@@ -10,9 +10,9 @@ import pytest
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayTaskError
 
 from cluster import errors
-from cluster.batch_runner import BatchRunner
-from cluster.gateway import ActorGateway
-from cluster.operator import Operator
+from cluster.actor_gateway import ActorGateway
+from cluster.jobs.batch_runner import BatchRunner
+from cluster.operator.actor import Operator
 
 TIMEOUT_S = 0.2
 

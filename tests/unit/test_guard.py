@@ -9,11 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from cluster import guard
 from cluster.api import deps
-from cluster.guard import Guard
-from cluster.http import KEY_CHECKED, error_parts
-from cluster.ingress import app
+from cluster.ingress import door as guard
+from cluster.ingress.app import app
+from cluster.ingress.door import Guard
+from cluster.ingress.http import KEY_CHECKED, error_parts
 from cluster.schemas import EmbedArgs
 from cluster.schemas.predictions import MAX_TEXT_CHARS, MAX_TEXTS
 from cluster.settings import key_digest

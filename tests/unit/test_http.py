@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from cluster import errors
 from cluster.api import deps
-from cluster.http import install_error_handlers, require_key, unwrap
+from cluster.ingress.http import install_error_handlers, require_key, unwrap
 from cluster.schemas import DeploymentConfig
 from cluster.settings import key_digest
 
@@ -232,7 +232,7 @@ def test_auth(client, path):
 
 
 def test_errors_answered_outside_fastapi_carry_retry_after_too():
-    from cluster.http import error_parts
+    from cluster.ingress.http import error_parts
 
     status, body, headers = error_parts(errors.Unavailable("registry restarting"), "r9")
     assert (status, headers) == (503, {"Retry-After": "1"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.metrics import BUCKETS_MS, Metrics
+from cluster.ingress.metrics import BUCKETS_MS, Metrics
 
 
 def lines_of(text: str) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from cluster.operator import Plan, plan, settled
+from cluster.operator.actor import Plan, plan, settled
+from cluster.operator.serve import AppState, allocation
 from cluster.schemas import Allocation, Autoscaling, DeploymentConfig, DeploymentRecord, Task
-from cluster.serving import AppState, allocation
 
 STOPPED = Allocation(allocation_state="stopped")
 
@@ -305,7 +305,7 @@ def test_a_still_deploying_zero_replica_app_is_not_fully_allocated():
 
 
 def test_the_registry_keeps_its_own_apps_across_restarts(tmp_path):
-    from cluster.registry import RegistryCore
+    from cluster.registry.actor import RegistryCore
 
     db = tmp_path / "r.db"
     core = RegistryCore(db)
@@ -320,7 +320,7 @@ def test_the_registry_keeps_its_own_apps_across_restarts(tmp_path):
 
 
 def test_a_database_from_before_apps_were_recorded_adopts_its_deployments_apps(tmp_path):
-    from cluster.registry import RegistryCore
+    from cluster.registry.actor import RegistryCore
     from cluster.schemas import DeployRequest, ModelCreate
 
     db = tmp_path / "r.db"

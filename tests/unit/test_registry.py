@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster import errors
-from cluster.registry import RegistryCore, deployment_name_for
+from cluster.registry.actor import RegistryCore, deployment_name_for
 from cluster.schemas import (
     DeleteRequest,
     DeploymentConfig,
@@ -201,12 +201,12 @@ def test_a_repeated_delete_answers_with_the_open_delete_task(reg):
 
 
 def test_a_registry_that_cannot_start_says_why_without_the_traceback():
-    from cluster.registry import startup_error
+    from cluster.registry.actor import startup_error
 
     text = (
         "The actor died because of an error raised in its creation task\n"
-        'Traceback (most recent call last):\n  File "/srv/cluster/store.py", line 60\n'
-        "cluster.store.StoreLocked: the registry database /r/registry.db is in use by "
+        'Traceback (most recent call last):\n  File "/srv/cluster/registry/store.py", line 60\n'
+        "cluster.registry.store.StoreLocked: the registry database /r/registry.db is in use by "
         "another modelyard control plane (pid 7 on head)"
     )
     assert startup_error(RuntimeError(text)) == (

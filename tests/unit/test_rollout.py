@@ -1,5 +1,5 @@
-"""The rollout state machine (``cluster.rollout.step`` / ``abort``) on hand-built inputs,
-and the metric windows it judges each step by (``cluster.metrics.window`` / ``merge``)."""
+"""The rollout state machine (``cluster.operator.rollout.step`` / ``abort``) on hand-built inputs,
+and the metric windows it judges each step by (``cluster.ingress.metrics.window`` / ``merge``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cluster.metrics import STAT_BUCKETS_MS, AppStats, merge, window
-from cluster.rollout import DRAIN_GRACE_S, abort, step
+from cluster.ingress.metrics import STAT_BUCKETS_MS, AppStats, merge, window
+from cluster.operator.rollout import DRAIN_GRACE_S, abort, step
+from cluster.operator.serve import AppState
 from cluster.schemas import (
     Allocation,
     DeploymentConfig,
@@ -16,7 +17,6 @@ from cluster.schemas import (
     RolloutOptions,
     RolloutState,
 )
-from cluster.serving import AppState
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 BLUE, GREEN = "d--v1", "d--v2"

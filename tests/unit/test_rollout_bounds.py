@@ -4,9 +4,9 @@ the serving version; a Serve app of green's name that modelyard did not make is 
 
 from __future__ import annotations
 
-from cluster.rollout import step
+from cluster.operator.rollout import step
+from cluster.operator.serve import AppState
 from cluster.schemas import Allocation
-from cluster.serving import AppState
 from tests.unit.test_rollout import (
     BLUE,
     FULL,

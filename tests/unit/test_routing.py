@@ -11,8 +11,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 from ray.serve.exceptions import ReplicaUnavailableError
 
 from cluster import errors
-from cluster.gateway import ActorGateway
-from cluster.routing import ReadinessProbe, Router, replica_lost
+from cluster.actor_gateway import ActorGateway
+from cluster.ingress.routing import ReadinessProbe, Router, replica_lost
 
 TIMEOUT_S = 0.3
 

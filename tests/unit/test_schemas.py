@@ -261,7 +261,7 @@ def test_the_api_answers_422_naming_the_field(tmp_path):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from cluster.http import install_error_handlers
+    from cluster.ingress.http import install_error_handlers
 
     app = FastAPI()
     install_error_handlers(app)

@@ -8,14 +8,14 @@ import pytest
 from ray.serve._private.common import ReplicaState
 from ray.serve.schema import ApplicationStatus
 
-from cluster.schemas import DeploymentConfig, Resources
-from cluster.serving import (
+from cluster.operator.serve import (
     AppState,
     allocation,
     parse_details,
     pending_reason,
     server_user_config,
 )
+from cluster.schemas import DeploymentConfig, Resources
 
 TOTAL = {"CPU": 16.0, "GPU": 1.0}
 
@@ -200,7 +200,7 @@ def test_server_user_config_and_ray_options():
 
 
 def test_replica_options_carry_the_openmp_wait_policy():
-    from cluster.serving import replica_actor_options
+    from cluster.operator.serve import replica_actor_options
 
     passive = replica_actor_options(DeploymentConfig(resources=Resources(num_cpus=2)))
     assert passive == {

@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 
 from cluster import errors
-from cluster.registry import RegistryCore
-from cluster.registry_state import Retention
+from cluster.registry.actor import RegistryCore
+from cluster.registry.state import Retention
+from cluster.registry.store import Store, StoreLocked
 from cluster.schemas import (
     DeleteRequest,
     DeployRequest,
@@ -22,7 +23,6 @@ from cluster.schemas import (
     VersionCreate,
     utcnow,
 )
-from cluster.store import Store, StoreLocked
 
 EMB = ModelCreate(model_id="emb", kind="sentence-transformer", artifact_uri="/m")
 ECHO = ModelCreate(model_id="echo", kind="custom", predictor="tests.predictors:Echo")
@@ -114,7 +114,7 @@ def test_commits_are_synced_in_full_in_wal_mode(db):
 HOLD = """
 import sys, time
 from pathlib import Path
-from cluster.store import Store, StoreLocked
+from cluster.registry.store import Store, StoreLocked
 try:
     Store(Path(sys.argv[1]), lock_wait_s=float(sys.argv[2]))
 except StoreLocked as exc:
@@ -365,7 +365,7 @@ def test_get_admin_quarantine_lists_the_rows_set_aside_for_the_admin_only(db):
     from fastapi.testclient import TestClient
 
     from cluster.api import deps, system
-    from cluster.http import install_error_handlers, require_key
+    from cluster.ingress.http import install_error_handlers, require_key
     from cluster.settings import key_digest
 
     reg = RegistryCore(db)

@@ -8,9 +8,10 @@ import json
 import httpx
 import pytest
 
-from cluster import batch_io, errors, uris
+from cluster import errors, uris
 from cluster.api.finetune import validate_dataset
 from cluster.api.models import checked_artifact
+from cluster.jobs import batch_io
 from cluster.schemas import BatchPredictCreate, FineTuneCreate, ModelCreate, VersionCreate
 from cluster.settings import Settings
 from train_jobs.data import read_lines

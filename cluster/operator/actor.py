@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from cluster.operator.serve import AppState, RayServeGateway, allocation
 from cluster.schemas import (
     RUNNING_STATES,
     Allocation,
@@ -25,7 +26,6 @@ from cluster.schemas import (
     Task,
     utcnow,
 )
-from cluster.serving import AppState, RayServeGateway, allocation
 
 logger = logging.getLogger("modelyard.operator")
 
@@ -240,7 +240,7 @@ class Operator:
         batch: Any = None,
         deploy_timeout_s: float | None = None,
     ):
-        from cluster.routing import registry_gateway
+        from cluster.ingress.routing import registry_gateway
 
         # Bounded calls that find a registry killed for good and created again by name.
         self._registry = registry_gateway(registry, REGISTRY_TIMEOUT_S)
@@ -325,7 +325,7 @@ class Operator:
             return p
 
     def _step_rollout(self, record, green, green_alloc, view, green_owned: bool = True) -> None:
-        from cluster.rollout import step
+        from cluster.operator.rollout import step
 
         r = record.rollout
         out = step(record, green, green_alloc, view, utcnow(), green_owned=green_owned)
@@ -387,9 +387,9 @@ def get_or_create_operator(
     import ray
 
     from cluster.actors import control_actor_options
-    from cluster.batch_runner import BatchRunner
-    from cluster.finetune import FineTuneRunner
-    from cluster.registry import registry_handle
+    from cluster.jobs.batch_runner import BatchRunner
+    from cluster.jobs.finetune_runner import FineTuneRunner
+    from cluster.registry.actor import registry_handle
     from cluster.settings import OPERATOR_ACTOR, Settings
 
     if deploy_timeout_s is None:  # every deploy is bounded, however the operator is made

@@ -12,10 +12,11 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from cluster import errors, serving
-from cluster.gateway import OPERATOR_TIMEOUT_S, ActorGateway
-from cluster.metrics import Metrics
-from cluster.routing import Route, Router, registry_gateway, replica_lost
+from cluster import errors
+from cluster.actor_gateway import OPERATOR_TIMEOUT_S, ActorGateway
+from cluster.ingress.metrics import Metrics
+from cluster.ingress.routing import Route, Router, registry_gateway, replica_lost
+from cluster.operator import serve as serving
 from cluster.schemas import (
     FINAL_TASK_STATES,
     ClusterPublic,
@@ -81,7 +82,7 @@ class ControlPlane:
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One registry call, bounded (503 when the registry cannot answer now); the
         registry's own errors come back as themselves."""
-        from cluster.http import unwrap
+        from cluster.ingress.http import unwrap
 
         try:
             return await self.registry.call(method, *args, **kwargs)
@@ -112,7 +113,7 @@ class ControlPlane:
 
     async def operator_call(self, method: str, *args: Any) -> Any:
         """One operator call, bounded like ``call``."""
-        from cluster.http import unwrap
+        from cluster.ingress.http import unwrap
 
         try:
             return await self.operator.call(method, *args)
@@ -301,7 +302,7 @@ def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:
     files and internals: they go to the log, never into the answer."""
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    from cluster.http import unwrap
+    from cluster.ingress.http import unwrap
 
     if replica_lost(exc):  # before unwrap: an ActorDiedError carries a `cause` of its own
         return errors.Unavailable(

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from cluster import errors
-from cluster.coalesce import ingress_limits
-from cluster.metrics import merge
+from cluster.ingress.batcher import ingress_limits
+from cluster.ingress.metrics import merge
 from cluster.schemas import (
     DeploymentConfig,
     DeploymentEvent,
@@ -135,7 +135,7 @@ class RolloutTasks:
             raise errors.Conflict(
                 f"the swap of '{name}' is {r.phase}; roll back once it has finished"
             )
-        from cluster.rollout import abort
+        from cluster.operator.rollout import abort
 
         out = abort(r, "rolled back by request", "canceled", utcnow())
         self.apply_rollout(name, r.task_id, out.record, out.task, out.events)

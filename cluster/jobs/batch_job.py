@@ -1,4 +1,4 @@
-"""The batch-prediction job: ``python -m cluster.batch_job --task-id ID``, run as a Ray Job.
+"""The batch-prediction job: ``python -m cluster.jobs.batch_job --task-id ID``, run as a Ray Job.
 
 It reads its task from the registry, streams the input through a Ray Data pipeline
 (``read_text`` in windows -> ``map_batches(serve_apps.batch.BatchPredictor)`` on
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cluster import batch_io
+from cluster.jobs import batch_io
 from cluster.schemas import BatchPredictCreate, BatchProgress, Resources
 
 logger = logging.getLogger("modelyard.batch")
@@ -205,7 +205,7 @@ def run(registry: Any, task_id: str) -> BatchProgress:
 def main(argv: list[str] | None = None) -> int:
     import ray
 
-    from cluster.registry import registry_handle
+    from cluster.registry.actor import registry_handle
 
     parser = argparse.ArgumentParser(description="Run one batch-prediction task.")
     parser.add_argument("--task-id", required=True)

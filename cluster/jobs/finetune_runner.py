@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from cluster.finetune_tasks import scratch_runs
-from cluster.jobs import JobRunner, is_unknown_job
+from cluster.jobs.runner import JobRunner, is_unknown_job
+from cluster.registry.finetune import scratch_runs
 from cluster.schemas import FineTuneCreate, RolloutOptions, Task, VersionCreate
 from cluster.settings import REGISTRY_ACTOR
 

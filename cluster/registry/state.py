@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cluster.registry.store import Store
 from cluster.schemas import (
     DeploymentEvent,
     DeploymentRecord,
@@ -28,7 +29,6 @@ from cluster.schemas import (
     Task,
     utcnow,
 )
-from cluster.store import Store
 
 DATASETS = "datasets"
 PAIRS_REF = "pairs_ref"  # in a stored task: the id of its row in DATASETS

@@ -41,9 +41,9 @@ def next_idle_wait(busy: bool, wait_s: float) -> float:
 
 class AsyncWorker:
     def __init__(self, registry: Any, concurrency: int = 64, lease_s: float = 120.0) -> None:
-        from cluster.control import ControlPlane
-        from cluster.metrics import Metrics
-        from cluster.routing import Router, registry_gateway
+        from cluster.api.control import ControlPlane
+        from cluster.ingress.metrics import Metrics
+        from cluster.ingress.routing import Router, registry_gateway
 
         # One gateway for the worker's calls and its router's, so both follow a registry
         # found again under its name.
@@ -135,7 +135,7 @@ def get_or_create_async_worker(head_node_id: str | None = None):
     import ray
 
     from cluster.actors import control_actor_options
-    from cluster.registry import registry_handle
+    from cluster.registry.actor import registry_handle
     from cluster.settings import ASYNC_WORKER_ACTOR
 
     options = control_actor_options(ASYNC_WORKER_ACTOR, head_node_id)

@@ -1,4 +1,5 @@
-"""Batch-prediction tasks run as Ray Jobs (``python -m cluster.batch_job``), driven by the operator.
+"""Batch-prediction tasks run as Ray Jobs (``python -m cluster.jobs.batch_job``), driven by
+the operator.
 
     pending --submit Ray Job--> processing (the job reports rows done / total)
        |                           |  the job moved its output into place --> done
@@ -17,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from cluster.jobs import JobRunner, is_unknown_job
+from cluster.jobs.runner import JobRunner, is_unknown_job
 from cluster.schemas import Resources, Task
 
 KIND = "batch_prediction"
@@ -87,7 +88,7 @@ class BatchRunner(JobRunner):
         if known is None:
             try:
                 self.jobs().submit_job(
-                    entrypoint=f"{sys.executable} -m cluster.batch_job --task-id {task.id}",
+                    entrypoint=f"{sys.executable} -m cluster.jobs.batch_job --task-id {task.id}",
                     submission_id=job_id,
                     runtime_env={"env_vars": job_env()},
                 )

@@ -37,8 +37,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cluster import errors
+from cluster.registry.store import Store
 from cluster.schemas import AsyncTask, PredictRequest
-from cluster.store import Store
 
 TABLE = "async_tasks"
 MAINTAIN_EVERY_S = 5.0

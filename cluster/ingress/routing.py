@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster import errors
-from cluster.coalesce import Batcher, Limits
-from cluster.gateway import REGISTRY_TIMEOUT_S, ActorGateway
+from cluster.actor_gateway import REGISTRY_TIMEOUT_S, ActorGateway
+from cluster.ingress.batcher import Batcher, Limits
 
 logger = logging.getLogger("modelyard.routing")
 
@@ -63,7 +63,7 @@ RunningReplicas = Callable[[], Awaitable[dict[str, int]]]
 
 async def serve_running_replicas() -> dict[str, int]:
     """Running replicas per Serve app, as Serve's controller reports them."""
-    from cluster import serving
+    from cluster.operator import serve as serving
 
     apps = await serving.applications_async()
     return {name: serving.allocation(app, {}, {}).running_replicas for name, app in apps.items()}
@@ -250,7 +250,7 @@ class Router:
         if handle is None:
             from ray import serve
 
-            from cluster.serving import SERVER_DEPLOYMENT
+            from cluster.operator.serve import SERVER_DEPLOYMENT
 
             handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app, _check_exists=False)
             self._handles[app] = handle

@@ -131,7 +131,7 @@ def _extra(exc: errors.ModelyardError) -> dict:
 
 
 MISSING_KEY = "missing 'Authorization: Bearer <key>' header"
-# Set in the ASGI scope by cluster.guard once it checked the key, so no layer checks twice.
+# Set in the ASGI scope by cluster.ingress.door once it checked the key, so no layer checks twice.
 KEY_CHECKED = "modelyard.key_checked"
 
 

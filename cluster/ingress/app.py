@@ -6,26 +6,35 @@ from fastapi import Depends, FastAPI
 from ray import serve
 
 from cluster.api import (
-    async_tasks,
+    async_predictions,
     batch,
+    deploy_tasks,
     deployments,
     embeddings,
     finetune,
     models,
     system,
-    tasks,
 )
 from cluster.api.deps import configure
-from cluster.fastpath import PredictFastPath
-from cluster.guard import Guard
-from cluster.http import install_error_handlers, require_key
+from cluster.ingress.door import Guard
+from cluster.ingress.http import install_error_handlers, require_key
+from cluster.ingress.predict_route import PredictFastPath
 from cluster.settings import Settings
 
 app = FastAPI(title="modelyard", version="1")
 install_error_handlers(app)
 app.include_router(system.public)
 _v1 = [Depends(require_key)]
-for module in (tasks, deployments, models, system, embeddings, async_tasks, finetune, batch):
+for module in (
+    deploy_tasks,
+    deployments,
+    models,
+    system,
+    embeddings,
+    async_predictions,
+    finetune,
+    batch,
+):
     app.include_router(module.router, prefix="/v1", dependencies=_v1)
 app.add_middleware(PredictFastPath)  # answers well-formed predictions before FastAPI's stack
 app.add_middleware(Guard)  # added last, so it runs first: the key and the body size
@@ -51,11 +60,11 @@ class Ingress:
     def __init__(self, key_digest: str, settings: dict) -> None:
         import ray
 
-        from cluster import guard
-        from cluster.control import ControlPlane, operator_gateway
-        from cluster.metrics import Metrics
-        from cluster.registry import registry_handle
-        from cluster.routing import Router, registry_gateway
+        from cluster.api.control import ControlPlane, operator_gateway
+        from cluster.ingress import door as guard
+        from cluster.ingress.metrics import Metrics
+        from cluster.ingress.routing import Router, registry_gateway
+        from cluster.registry.actor import registry_handle
         from cluster.settings import NAMESPACE, OPERATOR_ACTOR
 
         own = Settings.from_replica(settings)

@@ -8,7 +8,7 @@ reads an unauthorised or oversized body. ``/healthz``, ``/metrics``, ``/docs`` a
 ``/openapi.json`` stay open, as the routes declare.
 
 The guard sits on the predict hot path, so it parses the headers once and leaves them in
-the scope (``HEADERS``) with its verdict on the key (``cluster.http.KEY_CHECKED``) for the
+the scope (``HEADERS``) with its verdict on the key (``cluster.ingress.http.KEY_CHECKED``) for the
 layers behind it.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from cluster import errors
-from cluster.http import KEY_CHECKED, error_parts, key_problem
+from cluster.ingress.http import KEY_CHECKED, error_parts, key_problem
 from cluster.settings import Settings
 
 Scope = MutableMapping[str, Any]

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from cluster import errors
-from cluster.async_queue import AsyncLimits, AsyncQueue
-from cluster.batch_tasks import BatchTasks
-from cluster.finetune_tasks import FineTuneTasks
-from cluster.registry_models import ModelVersions
-from cluster.registry_rollouts import RolloutTasks
-from cluster.registry_state import RegistryState, Retention
+from cluster.registry.async_queue import AsyncLimits, AsyncQueue
+from cluster.registry.batch import BatchTasks
+from cluster.registry.finetune import FineTuneTasks
+from cluster.registry.models import ModelVersions
+from cluster.registry.rollouts import RolloutTasks
+from cluster.registry.state import RegistryState, Retention
+from cluster.registry.store import Store
 from cluster.schemas import (
     FINAL_TASK_STATES,
     RUNNING_STATES,
@@ -39,7 +40,6 @@ from cluster.schemas import (
 )
 from cluster.schemas.base import finite
 from cluster.schemas.nodes import QuarantinedRow
-from cluster.store import Store
 
 
 def deployment_name_for(model_id: str) -> str:

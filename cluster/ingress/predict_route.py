@@ -8,7 +8,7 @@ bearer key, no ``X-Model-Version`` header, and a body that parses as a ``Predict
 Everything else (a bad body, a pinned version, every other route) goes on to FastAPI
 unchanged, with the body replayed, so errors keep one format.
 
-It runs behind ``cluster.guard``, which has already refused a wrong key or an oversized
+It runs behind ``cluster.ingress.door``, which has already refused a wrong key or an oversized
 body: the lane trusts the guard's verdict and its parsed headers from the scope, so the
 headers are read once per request and the body it reads is bounded.
 """
@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from cluster import errors
 from cluster.api import deps
-from cluster.guard import HEADERS, ASGIApp, Message, Receive, Scope, Send, send_json
-from cluster.http import KEY_CHECKED, error_parts, key_problem
+from cluster.ingress.door import HEADERS, ASGIApp, Message, Receive, Scope, Send, send_json
+from cluster.ingress.http import KEY_CHECKED, error_parts, key_problem
 from cluster.schemas import PredictRequest
 
 PREDICT = re.compile(r"/v1/deployments/([^/]+)/predict")
