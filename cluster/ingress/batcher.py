@@ -51,19 +51,6 @@ class Limits:
         return max(1, self.replicas) * CALLS_PER_REPLICA
 
 
-def ingress_limits(config: Any) -> dict[str, int] | None:
-    """The limits a ``DeploymentConfig`` puts on the ingress's batches; ``None`` for an
-    autoscaling deployment, whose per-request calls are the autoscaler's signal."""
-    if config.autoscaling is not None:
-        return None
-    return {
-        "replicas": config.num_replicas or 1,
-        "max_ongoing_requests": config.max_ongoing_requests,
-        "max_queued_requests": config.max_queued_requests,
-        "max_batch_size": config.max_batch_size,
-    }
-
-
 @dataclass
 class _Item:
     args: dict[str, Any]

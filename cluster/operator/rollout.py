@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cluster.ingress.metrics import window
 from cluster.operator.serve import AppState
 from cluster.schemas import Allocation, DeploymentRecord, RolloutState
+from cluster.traffic_stats import window
 
 DRAIN_GRACE_S = 1.0  # at least two ingress refreshes after the last traffic change
 

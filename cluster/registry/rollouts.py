@@ -12,8 +12,6 @@ import time
 from typing import Any
 
 from cluster import errors
-from cluster.ingress.batcher import ingress_limits
-from cluster.ingress.metrics import merge
 from cluster.schemas import (
     DeploymentConfig,
     DeploymentEvent,
@@ -28,6 +26,7 @@ from cluster.schemas import (
     utcnow,
 )
 from cluster.schemas.base import finite
+from cluster.traffic_stats import merge
 
 
 class RolloutTasks:
@@ -174,7 +173,7 @@ class RolloutTasks:
                 "kind": kind,
                 "model_version": d.model_version,
                 "request_timeout_s": d.config.request_timeout_s,
-                "limits": ingress_limits(d.config),
+                "limits": d.config.ingress_limits(),
                 "variants": d.variants(),
             }
         return generation, table

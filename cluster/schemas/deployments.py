@@ -85,6 +85,18 @@ class DeploymentConfig(Schema):
             return max(self.autoscaling.min_replicas, 1)
         return self.num_replicas or 1
 
+    def ingress_limits(self) -> dict[str, int] | None:
+        """The limits this config puts on the ingress's batches; ``None`` for an autoscaling
+        deployment, whose per-request calls are the autoscaler's signal."""
+        if self.autoscaling is not None:
+            return None
+        return {
+            "replicas": self.num_replicas or 1,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "max_batch_size": self.max_batch_size,
+        }
+
 
 class DeploymentStatus(str, Enum):
     PENDING = "PENDING"

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from cluster import errors
-from cluster.ingress.batcher import Batcher, Limits, ingress_limits
+from cluster.ingress.batcher import Batcher, Limits
 from cluster.schemas import DeploymentConfig
 
 
@@ -121,14 +121,14 @@ def test_a_failed_call_fails_its_batch_and_the_batcher_goes_on():
 
 def test_limits_from_a_deployment_config():
     config = DeploymentConfig(num_replicas=3, max_ongoing_requests=8, max_batch_size=8)
-    assert ingress_limits(config) == {
+    assert config.ingress_limits() == {
         "replicas": 3,
         "max_ongoing_requests": 8,
         "max_queued_requests": 256,
         "max_batch_size": 8,
     }
     autoscaled = DeploymentConfig(autoscaling={"min_replicas": 1, "max_replicas": 4})
-    assert ingress_limits(autoscaled) is None
+    assert autoscaled.ingress_limits() is None
 
 
 class DyingReplica(FakeReplica):

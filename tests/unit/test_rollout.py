@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cluster.ingress.metrics import STAT_BUCKETS_MS, AppStats, merge, window
 from cluster.operator.rollout import DRAIN_GRACE_S, abort, step
 from cluster.operator.serve import AppState
 from cluster.schemas import (
@@ -17,6 +16,7 @@ from cluster.schemas import (
     RolloutOptions,
     RolloutState,
 )
+from cluster.traffic_stats import STAT_BUCKETS_MS, AppStats, merge, window
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 BLUE, GREEN = "d--v1", "d--v2"
