@@ -1,7 +1,7 @@
 """Complete an unpacked carry bundle on the GPU machine: copy a ``pool/`` package into
 ``site/`` only where the image's own version misses what the bundle needs (``needs.json``).
 
-    python3 bench/gpu/fill_site.py /tmp/raybundle     # run with PYTHONPATH unset
+    python3 tools/gpu/fill_site.py /tmp/raybundle     # run with PYTHONPATH unset
 
 Prints one line per decision and the image's versions of the packages that matter, and
 exits 1 when a requirement is missing that neither the image nor the bundle covers.

