@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.operator.serve import QUIET
+from cluster.operator.serve_gateway import QUIET
 from cluster.schemas import DeployRequest, ModelCreate
 from cluster.settings import (
     ASYNC_WORKER_ACTOR,
@@ -167,7 +167,7 @@ def stop_control_plane(db_path: Path | None = None, timeout_s: float = 60.0) -> 
     only the control app (a model app that cannot be shown to be modelyard's is left and
     reported). The registry database stays.
     """
-    from cluster.operator.serve import applications
+    from cluster.operator.serve_state import applications
 
     owned, source = _owned_apps(db_path)
     # The operator goes first: it would redeploy a deployment's app as soon as it was gone.
@@ -221,7 +221,7 @@ def _owned_apps(db_path: Path | None) -> tuple[set[str], str]:
 def _delete_apps(names: list[str], timeout_s: float) -> None:
     from ray import serve
 
-    from cluster.operator.serve import applications
+    from cluster.operator.serve_state import applications
 
     for name in names:
         serve.delete(name, _blocking=False)

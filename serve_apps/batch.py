@@ -20,7 +20,6 @@ same order) and ``ok`` (false for error rows).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import orjson
 
 from serve_apps import kinds
+from serve_apps.runtime import pick_device, use_ray_cpu_share
 
 logger = logging.getLogger("modelyard.batch")
 
@@ -122,25 +122,12 @@ def predict_lines(
     return rows
 
 
-def pick_device() -> str:
-    """The replicas' rule (``serve_apps.model_server``): CUDA when Ray gave a GPU."""
-    import ray
-    import torch
-
-    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-
-
 class BatchPredictor:
     """``Dataset.map_batches`` callable class: a ``text`` column of input lines in, a table of
     ``line`` and ``ok`` out; the model runs on ``per_call`` rows at a time."""
 
     def __init__(self, spec: dict[str, Any], per_call: int | None = None) -> None:
-        import torch
-
-        # Ray sets OMP_NUM_THREADS from the actor's num_cpus; torch uses exactly that many.
-        threads = int(float(os.environ.get("OMP_NUM_THREADS", "0") or 0))
-        if threads > 0:
-            torch.set_num_threads(threads)
+        use_ray_cpu_share()  # threads and device by the replicas' rule (serve_apps.runtime)
         self.kind, self.per_call = spec["kind"], per_call
         start = time.perf_counter()
         self.predictor = kinds.load(spec, pick_device())

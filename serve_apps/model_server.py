@@ -1,10 +1,11 @@
 """``ModelServer``: the one Serve deployment class every model version runs in.
 
 A replica loads its version by kind (see ``serve_apps.kinds``), on the GPU when Ray gave
-it one and CUDA is there, else on the CPU; warms up before it reports healthy; and batches
-requests two ways: ``predict_many`` takes a batch the ingress already gathered (see
-``cluster.ingress.batcher``), and ``__call__`` batches single requests with ``@serve.batch``, whose
-size and wait come from ``user_config`` and change through ``reconfigure`` without a restart.
+it one and CUDA is there, else on the CPU (``serve_apps.runtime``); warms up before it
+reports healthy; and batches requests two ways: ``predict_many`` takes a batch the ingress
+already gathered (see ``cluster.ingress.batcher``), and ``__call__`` batches single
+requests with ``@serve.batch``, whose size and wait come from ``user_config`` and change
+through ``reconfigure`` without a restart.
 
 Each call answers a plain dict, never raises for a request's own failure:
 ``{"ok": True, "result": ..., "model_version": N}`` or
@@ -13,22 +14,13 @@ Each call answers a plain dict, never raises for a request's own failure:
 
 from __future__ import annotations
 
-import os
 import traceback
 from typing import Any
 
 from ray import serve
 
 from serve_apps import kinds
-
-
-def pick_device() -> str:
-    import ray
-    import torch
-
-    if ray.get_gpu_ids() and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+from serve_apps.runtime import pick_device, use_ray_cpu_share
 
 
 def _failure(kind: str, exc: BaseException) -> dict[str, Any]:
@@ -43,12 +35,7 @@ def _failure(kind: str, exc: BaseException) -> dict[str, Any]:
 @serve.deployment(name="ModelServer")
 class ModelServer:
     def __init__(self, spec: dict[str, Any]) -> None:
-        import torch
-
-        # Ray gives each replica its CPU share; let torch use exactly that many threads.
-        threads = int(float(os.environ.get("OMP_NUM_THREADS", "0") or 0))
-        if threads > 0:
-            torch.set_num_threads(threads)
+        use_ray_cpu_share()
         self.version = int(spec["version"])
         self.device = pick_device()
         self.predictor = kinds.load(spec, self.device)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cluster.operator.serve import AppState
+from cluster.operator.serve_state import AppState
 from cluster.schemas import Allocation, DeploymentRecord, RolloutState
 from cluster.traffic_stats import window
 

@@ -239,3 +239,18 @@ def test_a_model_replica_refuses_direct_http_requests():
     response = asyncio.run(server(request))
     assert response.status_code == 404
     assert b"use the modelyard URL" in response.body
+
+
+def test_torch_threads_follow_the_cpus_ray_gave(monkeypatch):
+    from serve_apps import runtime
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        runtime.use_ray_cpu_share()
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "")  # not set by Ray: torch's own default stays
+        runtime.use_ray_cpu_share()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

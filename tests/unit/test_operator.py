@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from cluster.operator.actor import Plan, plan, settled
-from cluster.operator.serve import AppState, allocation
+from cluster.operator.reconcile import Plan, plan, settled
+from cluster.operator.serve_state import AppState, allocation
 from cluster.schemas import Allocation, Autoscaling, DeploymentConfig, DeploymentRecord, Task
 
 STOPPED = Allocation(allocation_state="stopped")

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cluster.operator.rollout import DRAIN_GRACE_S, abort, step
-from cluster.operator.serve import AppState
+from cluster.operator.serve_state import AppState
 from cluster.schemas import (
     Allocation,
     DeploymentConfig,

@@ -5,7 +5,7 @@ the serving version; a Serve app of green's name that modelyard did not make is 
 from __future__ import annotations
 
 from cluster.operator.rollout import step
-from cluster.operator.serve import AppState
+from cluster.operator.serve_state import AppState
 from cluster.schemas import Allocation
 from tests.unit.test_rollout import (
     BLUE,

@@ -1,4 +1,5 @@
-"""Reading Serve's state without Ray: parse_details, allocation and pending_reason."""
+"""Reading Serve's state without Ray (parse_details, allocation), and the options a model
+version's app is deployed with."""
 
 from __future__ import annotations
 
@@ -8,13 +9,8 @@ import pytest
 from ray.serve._private.common import ReplicaState
 from ray.serve.schema import ApplicationStatus
 
-from cluster.operator.serve import (
-    AppState,
-    allocation,
-    parse_details,
-    pending_reason,
-    server_user_config,
-)
+from cluster.operator.serve_gateway import replica_actor_options, server_user_config
+from cluster.operator.serve_state import AppState, allocation, parse_details
 from cluster.schemas import DeploymentConfig, Resources
 
 TOTAL = {"CPU": 16.0, "GPU": 1.0}
@@ -152,41 +148,6 @@ def test_allocation_of_missing_app_is_stopped():
     assert alloc.routing_table == {}
 
 
-def test_pending_reason_cluster_too_small_names_gpu():
-    reason = pending_reason({"CPU": 1, "GPU": 2}, TOTAL, {"CPU": 16.0, "GPU": 1.0})
-    assert reason is not None
-    assert reason.startswith("insufficient GPU")
-    assert "GPU=2" in reason
-    assert "GPU=1 in total" in reason
-    assert "resources.num_gpus" in reason
-
-
-def test_pending_reason_cluster_without_gpus():
-    reason = pending_reason({"CPU": 1, "GPU": 1}, {"CPU": 4.0}, {"CPU": 4.0})
-    assert "insufficient GPU" in reason
-    assert "GPU=0 in total" in reason
-
-
-def test_pending_reason_only_busy_now():
-    reason = pending_reason({"CPU": 1, "GPU": 1}, TOTAL, {"CPU": 8.0, "GPU": 0.0})
-    assert reason is not None
-    assert reason.startswith("waiting for resources")
-    assert "insufficient" not in reason
-    assert reason.endswith("free now: GPU=0")
-    assert "each replica needs CPU=1, GPU=1" in reason
-
-
-def test_pending_reason_memory_names_the_config_field():
-    reason = pending_reason({"memory": 8e9}, {"memory": 4e9}, {"memory": 4e9})
-    assert reason.startswith("insufficient memory")
-    assert reason.endswith("resources.memory")
-
-
-def test_pending_reason_none_when_it_fits():
-    assert pending_reason({"CPU": 1, "GPU": 1}, TOTAL, TOTAL) is None
-    assert pending_reason({"CPU": 1, "GPU": 0}, {"CPU": 1.0}, {"CPU": 1.0}) is None
-
-
 def test_server_user_config_and_ray_options():
     config = DeploymentConfig(
         max_batch_size=8, batch_wait_timeout_ms=20, resources=Resources(num_gpus=0.5, memory=2**30)
@@ -200,8 +161,6 @@ def test_server_user_config_and_ray_options():
 
 
 def test_replica_options_carry_the_openmp_wait_policy():
-    from cluster.operator.serve import replica_actor_options
-
     passive = replica_actor_options(DeploymentConfig(resources=Resources(num_cpus=2)))
     assert passive == {
         "num_gpus": 0,

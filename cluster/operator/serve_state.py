@@ -1,7 +1,8 @@
-"""The few calls modelyard makes into Ray Serve and Ray core, and how it reads their state.
+"""How modelyard reads Serve's and Ray's state: apps, allocation views, cluster resources.
 
-Everything that touches Serve's controller lives here, so the rest of the control plane
-works on plain data (``AppState``) and can be tested without Ray.
+The few reads of Serve's controller and of Ray's resources live here; what they return is
+turned into plain data (``AppState``, ``Allocation``, ``ClusterPublic``) so the rest of the
+control plane can be tested without Ray. Changing Serve is ``cluster.operator.serve_gateway``.
 """
 
 from __future__ import annotations
@@ -10,19 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from cluster.schemas import (
-    Allocation,
-    ClusterPublic,
-    DeploymentConfig,
-    ModelVersion,
-    NodePublic,
-    ReplicaView,
-)
+from cluster.operator.capacity import pending_reason
+from cluster.schemas import Allocation, ClusterPublic, NodePublic, ReplicaView
 
+# The deployment's name inside every model version's app (``serve_apps.model_server``).
 SERVER_DEPLOYMENT = "ModelServer"
-# No per-request access log lines on the hot path; /metrics counts requests instead.
-QUIET = {"enable_access_log": False}
 
+# Serve's replica states -> the allocation view's routing_state.
 _ROUTING_STATE = {
     "STARTING": "starting",
     "UPDATING": "starting",
@@ -46,96 +41,6 @@ class AppState:
     replicas: list[dict[str, Any]] = field(default_factory=list)
     deployment_message: str = ""
     last_deployed: float | None = None
-
-
-def build_app(version: ModelVersion, config: DeploymentConfig, rolling: bool = False):
-    """The Serve application for one model version under one deployment config."""
-    from serve_apps.model_server import ModelServer
-
-    options: dict[str, Any] = {
-        "name": SERVER_DEPLOYMENT,
-        "ray_actor_options": replica_actor_options(config),
-        "max_ongoing_requests": config.max_ongoing_requests,
-        "max_queued_requests": config.max_queued_requests,
-        "user_config": server_user_config(config),
-        "health_check_period_s": 5,
-        "health_check_timeout_s": 30,
-        "graceful_shutdown_timeout_s": max(5.0, config.request_timeout_s),
-        # A model that cannot load fails its deploy after a few tries, not twenty.
-        "max_constructor_retry_count": 3,
-    }
-    if rolling:
-        # In-place swaps: Serve replaces 20% of replicas at a time (at least one); with room
-        # for one more replica it starts the new one before stopping an old one.
-        options["max_surge_percent"] = surge_percent(config)
-    if config.autoscaling is not None:
-        options["autoscaling_config"] = {
-            "min_replicas": config.autoscaling.min_replicas,
-            "max_replicas": config.autoscaling.max_replicas,
-            "target_ongoing_requests": config.autoscaling.target_ongoing_requests,
-        }
-    else:
-        options["num_replicas"] = config.num_replicas or 1
-    return ModelServer.options(**options).bind(version.model_dump(mode="json"))
-
-
-def replica_actor_options(config: DeploymentConfig) -> dict[str, Any]:
-    """The replica's resources, and its OpenMP wait policy as an environment variable.
-
-    ``passive`` is the default because a replica shares its node's cores with the Serve
-    proxy and the ingress: spinning torch threads burn the CPU those need. On the 2-core
-    serve bench it is worth about 10% more requests/s (README, Benchmarks).
-    """
-    options = config.resources.as_ray_options()
-    if config.omp_wait_policy != "default":
-        env = {"OMP_WAIT_POLICY": config.omp_wait_policy.upper()}
-        options["runtime_env"] = {"env_vars": env}
-    return options
-
-
-def server_user_config(config: DeploymentConfig) -> dict[str, Any]:
-    """What a replica can change without a restart (``ModelServer.reconfigure``)."""
-    return {
-        "max_batch_size": config.max_batch_size,
-        "batch_wait_timeout_s": config.batch_wait_timeout_ms / 1000.0,
-    }
-
-
-def deploy_app(
-    app_name: str, version: ModelVersion, config: DeploymentConfig, rolling: bool = False
-) -> None:
-    """Submit (or update) a Serve app without waiting for its replicas."""
-    from ray import serve
-
-    app = build_app(version, config, rolling=rolling)
-    serve._run(app, name=app_name, route_prefix=None, logging_config=QUIET, _blocking=False)
-
-
-def shortage(need: dict[str, float], free: dict[str, float]) -> dict[str, float]:
-    """Resources (Ray names) of which less is free than ``need``."""
-    return {r: n for r, n in need.items() if n > 0 and free.get(r, 0.0) + 1e-9 < n}
-
-
-def replica_demand(config: DeploymentConfig, replicas: int = 1) -> dict[str, float]:
-    res = config.resources
-    need = {"CPU": res.num_cpus * replicas, "GPU": res.num_gpus * replicas}
-    if res.memory:
-        need["memory"] = float(res.memory * replicas)
-    return need
-
-
-def surge_percent(config: DeploymentConfig) -> int:
-    """Room for one extra replica now: surge by one replica; none: replace in place."""
-    _, free = resources()
-    if shortage(replica_demand(config), free):
-        return 0
-    return min(100, -(-100 // config.replicas_wanted))
-
-
-def delete_app(app_name: str) -> None:
-    from ray import serve
-
-    serve.delete(app_name, _blocking=False)
 
 
 def _client():
@@ -185,34 +90,6 @@ async def applications_async() -> dict[str, AppState]:
     if client is None:
         return {}
     return parse_details(await client._controller.get_serve_instance_details.remote())
-
-
-def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()) if v) or "nothing"
-
-
-_CONFIG_FIELD = {"GPU": "num_gpus", "CPU": "num_cpus", "memory": "memory"}
-
-
-def pending_reason(required: dict[str, float], total: dict[str, float], free: dict[str, float]):
-    """Why a replica that needs ``required`` is not placed, in words a user can act on."""
-    for res, need in sorted(required.items()):
-        if need <= 0:
-            continue
-        have = total.get(res, 0.0)
-        if have < need:
-            return (
-                f"insufficient {res}: each replica needs {res}={need:g} but the cluster has "
-                f"{res}={have:g} in total; add nodes with {res} or lower "
-                f"resources.{_CONFIG_FIELD.get(res, res)}"
-            )
-    short = {r: n for r, n in required.items() if n > 0 and free.get(r, 0.0) < n}
-    if short:
-        return (
-            f"waiting for resources: each replica needs {_fmt(required)}, free now: "
-            + ", ".join(f"{r}={free.get(r, 0.0):g}" for r in sorted(short))
-        )
-    return None
 
 
 def allocation(app: AppState | None, total: dict[str, float], free: dict[str, float]) -> Allocation:
@@ -276,6 +153,7 @@ def failure_reason(app: AppState) -> str:
 
 
 def cluster_view() -> ClusterPublic:
+    """Ray's nodes and the cluster's GPUs and CPUs, total and free."""
     import ray
 
     nodes = []
@@ -301,24 +179,7 @@ def cluster_view() -> ClusterPublic:
 
 
 def resources() -> tuple[dict[str, float], dict[str, float]]:
+    """The cluster's total and free resources, in Ray's names (blocking)."""
     import ray
 
     return ray.cluster_resources(), ray.available_resources()
-
-
-class RayServeGateway:
-    """The operator's ``ServeGateway`` backed by the real Serve controller."""
-
-    def applications(self) -> dict[str, AppState]:
-        return applications()
-
-    def resources(self) -> tuple[dict[str, float], dict[str, float]]:
-        return resources()
-
-    def deploy(
-        self, app_name: str, version: ModelVersion, config: DeploymentConfig, rolling: bool = False
-    ) -> None:
-        deploy_app(app_name, version, config, rolling=rolling)
-
-    def delete(self, app_name: str) -> None:
-        delete_app(app_name)
