@@ -59,7 +59,7 @@ class ActorGateway:
     """Calls to one named actor, each bounded by ``timeout_s``.
 
     Attribute access other than ``call`` and ``call_sync`` reaches the current handle, so
-    fire-and-forget calls stay as they were (``gateway.kick.remote()``) and never wait, and
+    fire-and-forget calls read as on a handle (``gateway.kick.remote()``) and never wait, and
     code holding the gateway (the operator's job runners) uses the instance it found last.
     """
 

@@ -200,7 +200,7 @@ def owned_apps_in_db(db_path: Path) -> set[str]:
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
     try:
         return {row[0] for row in db.execute("SELECT id FROM serve_apps")}
-    except sqlite3.Error:  # a database from before apps were recorded
+    except sqlite3.Error:  # no serve_apps table: the database records no app as modelyard's
         return set()
     finally:
         db.close()

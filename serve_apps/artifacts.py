@@ -26,7 +26,7 @@ def resolve(uri: str) -> Path:
         # Decoded once, as the API's checker decodes it (it stores plain absolute paths).
         uri = unquote(urlsplit(uri).path)
     if "://" not in uri:
-        # '~' only in versions registered before the checker refused it.
+        # The API's checker refuses '~'; a version stored with one still resolves.
         path = Path(uri).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"artifact '{uri}' does not exist on this node")

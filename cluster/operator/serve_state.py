@@ -108,18 +108,7 @@ def allocation(app: AppState | None, total: dict[str, float], free: dict[str, fl
         table[replica["replica_id"]] = ReplicaView(
             node_id=replica.get("node_id"), routing_state=state, reason=reason
         )
-    if app.status == "DEPLOY_FAILED":
-        alloc_state = "failed"
-    elif running and running >= app.target_replicas:
-        alloc_state = "fully_allocated"
-    elif app.target_replicas == 0 and app.status == "RUNNING":
-        # Scaled to zero (autoscaling.min_replicas 0): Serve reports the app RUNNING with
-        # nothing to place, which is every replica it wants.
-        alloc_state = "fully_allocated"
-    elif running:
-        alloc_state = "started"
-    else:
-        alloc_state = "starting"
+    alloc_state = _allocation_state(app, running)
     reasons = [r.reason for r in table.values() if r.reason]
     if not reasons and alloc_state in ("starting", "started"):
         # Replicas Serve has not listed yet still need what the cluster may not have at all.
@@ -137,6 +126,18 @@ def allocation(app: AppState | None, total: dict[str, float], free: dict[str, fl
         if alloc_state == "failed"
         else (reasons[0] if reasons else None),
     )
+
+
+def _allocation_state(app: AppState, running: int) -> str:
+    if app.status == "DEPLOY_FAILED":
+        return "failed"
+    if running and running >= app.target_replicas:
+        return "fully_allocated"
+    if app.target_replicas == 0 and app.status == "RUNNING":
+        # Scaled to zero (autoscaling.min_replicas 0): Serve reports the app RUNNING with
+        # nothing to place, which is every replica it wants.
+        return "fully_allocated"
+    return "started" if running else "starting"
 
 
 def failure_reason(app: AppState) -> str:
