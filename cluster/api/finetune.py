@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from cluster import errors, uris
 from cluster.api.deps import ControlDep, get_storage_root
-from cluster.schemas import FineTuneCreate, FineTuneRestart, Page, Task
+from cluster.schemas import FineTuneCreate, FineTuneRestart, Page, Task, TaskStatus
 
 router = APIRouter(prefix="/fine-tuning/task", tags=["fine-tuning"])
-
-StatusFilter = Literal["pending", "processing", "done", "failed", "canceled", "refused"]
 
 
 @router.post("", status_code=202)
@@ -30,7 +28,7 @@ async def list_tasks(
     control: ControlDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    status: StatusFilter | None = None,
+    status: TaskStatus | None = None,
 ) -> Page:
     return await control.call("list_tasks", "fine_tuning", status, offset, limit)
 

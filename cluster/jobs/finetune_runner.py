@@ -12,8 +12,9 @@ checkpoint can leave it out of Ray Train's own snapshot), so the step count carr
 ``from_scratch`` picks a new run name instead.
 
 Cancel and restart run beside the operator's loop, so every update the loop makes names
-the run it looked at (``update_finetune_run``): one that lands after a cancel or a restart
-changes nothing, and a job submitted for a run that was canceled meanwhile is stopped.
+the run it looked at (``update_task`` with ``Expect(run=...)``): one that lands after a
+cancel or a restart changes nothing, and a job submitted for a run that was canceled
+meanwhile is stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import yaml
 
 from cluster.jobs.runner import JobRunner, is_unknown_job
 from cluster.registry.finetune import scratch_runs
+from cluster.registry.tasks import ANY_STATE, Expect
 from cluster.schemas import FineTuneCreate, RolloutOptions, Task, VersionCreate
 from cluster.settings import REGISTRY_ACTOR
 
@@ -55,8 +57,8 @@ class FineTuneRunner(JobRunner):
         """Update the run of ``task`` this tick looked at; returns the task as it is now."""
         import ray
 
-        run = task.detail.get("run", 1)
-        return ray.get(self._registry.update_finetune_run.remote(task.id, run, **fields))
+        expect = Expect(run=task.detail.get("run", 1), kind=self.kind)
+        return ray.get(self._registry.update_task.remote(task.id, expect, **fields))
 
     def _submit(self, task: Task) -> None:
         import ray
@@ -218,7 +220,7 @@ class FineTuneRunner(JobRunner):
         import ray
 
         task = ray.get(self._registry.get_task.remote(task_id, "fine_tuning"))
-        if task.status in ("done", "failed", "canceled", "refused"):
+        if task.final:
             return task
         job_id = task.detail.get("job_id")
         if job_id:
@@ -228,9 +230,11 @@ class FineTuneRunner(JobRunner):
             except RuntimeError as exc:
                 if not is_unknown_job(exc):  # unknown: it went with an earlier cluster
                     raise
+        # The loop may have seen the stopped job meanwhile and failed the task: the cancel
+        # wins over that, so this update does not refuse a finished task.
         return ray.get(
-            self._registry.force_task.remote(
-                task_id, status="canceled", error="canceled by request"
+            self._registry.update_task.remote(
+                task_id, ANY_STATE, status="canceled", error="canceled by request"
             )
         )
 

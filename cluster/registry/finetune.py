@@ -1,9 +1,10 @@
 """The registry's side of fine-tuning: idempotent creates, progress, restarts.
 
-Mixed into ``RegistryCore`` (one actor, one thread: a create is atomic, so concurrent
-creates with one idempotency key make exactly one task). An inline dataset is written to
-disk once, with the create; progress reports rewrite the task's row without it
-(``RegistryState``).
+One actor, one thread: a create is atomic, so concurrent creates with one idempotency key
+make exactly one task. An inline dataset is written to disk once, with the create; progress
+reports rewrite the task's row without it (``RegistryState``). The operator's updates of one
+run (``cluster.jobs.finetune_runner``) name it (``Expect(run=...)``), so one that lands after
+a cancel or a restart changes nothing.
 """
 
 from __future__ import annotations
@@ -13,36 +14,42 @@ import time
 from typing import Any
 
 from cluster import errors
+from cluster.registry.deployments import DeploymentStore
+from cluster.registry.models import ModelStore
+from cluster.registry.tasks import ANY_STATE, TaskStore
 from cluster.schemas import FineTuneCreate, Task, TaskKind, TaskStatus
-from cluster.schemas.base import finite
 
+KIND = TaskKind.FINE_TUNING.value
 HISTORY = 500  # progress points kept per task
 
 
 class FineTuneTasks:
-    _tasks: dict[str, Task]
+    def __init__(self, tasks: TaskStore, models: ModelStore, deployments: DeploymentStore) -> None:
+        self._tasks = tasks
+        self._models = models
+        self._deployments = deployments
 
-    def create_finetune_task(self, req: FineTuneCreate) -> Task:
+    def create(self, req: FineTuneCreate) -> Task:
         fingerprint = req.fingerprint()
         if req.idempotency_key:
-            for task in self._tasks.values():
-                if task.kind == "fine_tuning" and task.idempotency_key == req.idempotency_key:
+            for task in self._tasks.all():
+                if task.kind == KIND and task.idempotency_key == req.idempotency_key:
                     if task.detail.get("fingerprint") != fingerprint:
                         raise errors.Conflict(
                             f"idempotency_key '{req.idempotency_key}' was used for a different "
                             f"request (task {task.id}); use a new key"
                         )
                     return task
-        model = self.get_model(req.embedding_model_id)
+        model = self._models.public(req.embedding_model_id)
         if model.kind != "sentence-transformer":
             raise errors.BadRequest(
                 f"model '{model.model_id}' is '{model.kind}'; fine-tuning needs a "
                 "sentence-transformer model"
             )
-        version = self.get_version(req.embedding_model_id, req.version)
+        version = self._models.version(req.embedding_model_id, req.version)
         if req.deploy_to is not None:
-            self.get_deployment(req.deploy_to)
-        return self._new_task(
+            self._deployments.get(req.deploy_to)
+        return self._tasks.create(
             TaskKind.FINE_TUNING,
             model_id=req.embedding_model_id,
             deployment_name=req.deploy_to,
@@ -59,9 +66,10 @@ class FineTuneTasks:
         )
 
     def report_progress(self, task_id: str | None, payload: dict[str, Any]) -> None:
-        """Called by the training job (rank 0), fire-and-forget."""
-        task = self._tasks.get(task_id or "")
-        if task is None or task.kind != "fine_tuning" or task.final:
+        """Called by the training job (rank 0), fire-and-forget: a report for a task that
+        is gone or has ended changes nothing."""
+        task = self._tasks.find(task_id or "")
+        if task is None or task.kind != KIND or task.final:
             return
         detail = dict(task.detail)
         event = payload.get("event")
@@ -77,19 +85,10 @@ class FineTuneTasks:
             point = {k: payload.get(k) for k in ("step", "epoch", "loss", "ts")}
             point |= {"event": event, "run": detail.get("run", 1)}
             detail["history"] = [*detail.get("history", []), point][-HISTORY:]
-        self.update_task(task_id, detail=detail)
+        self._tasks.update(task.id, detail=detail)
 
-    def update_finetune_run(self, task_id: str, run: int, **fields: Any) -> Task:
-        """The operator's update for one run of a task. It changes nothing when the task has
-        moved on since the operator read it (canceled, or restarted as a newer run), so a
-        stale look never overwrites a newer state. Returns the task as it is now."""
-        task = self.get_task(task_id, "fine_tuning")
-        if task.detail.get("run", 1) != run:
-            return task
-        return self.update_task(task_id, **fields)
-
-    def restart_finetune(self, task_id: str, from_scratch: bool) -> Task:
-        task = self.get_task(task_id, "fine_tuning")
+    def restart(self, task_id: str, from_scratch: bool) -> Task:
+        task = self._tasks.get(task_id, KIND)
         if task.status in ("pending", "processing"):
             raise errors.Conflict(f"task {task_id} is {task.status}; cancel it first")
         if task.status == "refused":
@@ -106,17 +105,10 @@ class FineTuneTasks:
         }
         if from_scratch:
             detail["checkpoint_step"] = None
-        restarted = task.model_copy(
-            update={"status": TaskStatus.PENDING, "error": None, "detail": detail}
+        # Only a finished task gets here: the update must not refuse one.
+        return self._tasks.update(
+            task_id, ANY_STATE, status=TaskStatus.PENDING, error=None, detail=detail
         )
-        return self._put_task(Task.model_validate(restarted.model_dump()))
-
-    def force_task(self, task_id: str, **fields: Any) -> Task:
-        """Set a task's fields even when it has ended (cancel wins over a late finish)."""
-        task = self.get_task(task_id)
-        detail = {**task.detail, **fields.pop("detail", {})}
-        forced = Task.model_validate(finite({**dict(task), **fields, "detail": detail}))
-        return self._put_task(forced)
 
 
 def measured(metrics: dict[str, Any]) -> dict[str, float]:

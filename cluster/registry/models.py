@@ -1,6 +1,6 @@
 """The registry's models and versions: register, add a version (idempotent on retry), read.
 
-Mixed into ``RegistryCore``. A model and its version 1 are written together; a version is
+A model and its version 1 are written together; a version is
 numbered past every version there was, those set aside at start included, so a number
 never names two versions.
 """
@@ -10,17 +10,21 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cluster import errors
+from cluster.registry.state import RegistryState
 from cluster.schemas import ModelCreate, ModelPublic, ModelVersion, VersionCreate, utcnow
 
 # A version identical to the latest one, added this soon after it, is a retry of that call.
 RETRY_WINDOW = timedelta(minutes=10)
 
 
-class ModelVersions:
-    _models: dict[str, ModelCreate]
-    _versions: dict[str, list[ModelVersion]]
+class ModelStore:
+    def __init__(self, state: RegistryState) -> None:
+        self._state = state
+        # The state's own dicts, read here; only ``RegistryState.save`` changes them.
+        self._models = state.models
+        self._versions = state.versions
 
-    def register_model(self, req: ModelCreate) -> ModelVersion:
+    def register(self, req: ModelCreate) -> ModelVersion:
         """The model and its version 1, written together; registering it again (a retry
         included) is a Conflict and adds nothing."""
         if req.model_id in self._models:
@@ -35,7 +39,7 @@ class ModelVersions:
     def add_version(
         self, model_id: str, req: VersionCreate, source: str = "registered"
     ) -> ModelVersion:
-        model = self._model(model_id)
+        model = self.model(model_id)
         if model.kind != "custom" and not req.artifact_uri:
             raise errors.BadRequest(f"kind '{model.kind}' needs 'artifact_uri': where weights are")
         previous = self._same_version(model_id, req, source)
@@ -76,14 +80,19 @@ class ModelVersions:
             source=source,
         )
 
-    def _model(self, model_id: str) -> ModelCreate:
+    def model(self, model_id: str) -> ModelCreate:
         try:
             return self._models[model_id]
         except KeyError:
             raise errors.NotFound(f"model '{model_id}' is not registered") from None
 
-    def get_model(self, model_id: str) -> ModelPublic:
-        model = self._model(model_id)
+    def kind(self, model_id: str) -> str | None:
+        """The model's kind; None for a model that is not registered (any more)."""
+        model = self._models.get(model_id)
+        return model.kind if model is not None else None
+
+    def public(self, model_id: str) -> ModelPublic:
+        model = self.model(model_id)
         versions = self._versions.get(model_id, [])
         return ModelPublic(
             model_id=model_id,
@@ -94,15 +103,15 @@ class ModelVersions:
             created_at=versions[0].created_at,
         )
 
-    def list_models(self) -> list[ModelPublic]:
-        return [self.get_model(m) for m in self._models]
+    def all(self) -> list[ModelPublic]:
+        return [self.public(m) for m in self._models]
 
-    def list_versions(self, model_id: str) -> list[ModelVersion]:
-        self._model(model_id)
+    def versions(self, model_id: str) -> list[ModelVersion]:
+        self.model(model_id)
         return list(self._versions.get(model_id, []))
 
-    def get_version(self, model_id: str, version: int | None = None) -> ModelVersion:
-        versions = self.list_versions(model_id)
+    def version(self, model_id: str, version: int | None = None) -> ModelVersion:
+        versions = self.versions(model_id)
         if version is None:
             return versions[-1]
         for v in versions:

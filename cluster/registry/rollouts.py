@@ -1,20 +1,22 @@
-"""The registry's side of version swaps, stop and start, and what the ingress routes with.
+"""The registry's side of version swaps: start, the operator's steps, a rollback by request.
 
-Mixed into ``RegistryCore``: a swap is recorded as a ``RolloutState`` on the deployment and
-a rollout task, stepped by the operator (``apply_rollout``); ``routing_snapshot`` is the
-ingress's routing table, and ``ingress_view`` what the ingresses report back (their
-routing generation and per-app counters, the rollout's health signal).
+A swap is recorded as a ``RolloutState`` on the deployment and a rollout task, written
+together; the operator steps it (``apply``), and each step changes the deployment, the task
+and the events in one transaction, only while it is still that swap.
 """
 
 from __future__ import annotations
 
-import time
+from datetime import datetime
 from typing import Any
 
 from cluster import errors
+from cluster.registry.deployments import DeploymentStore, event
+from cluster.registry.models import ModelStore
+from cluster.registry.state import RegistryState
+from cluster.registry.tasks import TaskStore
 from cluster.schemas import (
     DeploymentConfig,
-    DeploymentEvent,
     DeploymentRecord,
     DeploymentStatus,
     RolloutOptions,
@@ -25,31 +27,41 @@ from cluster.schemas import (
     app_name,
     utcnow,
 )
-from cluster.schemas.base import finite
-from cluster.traffic_stats import merge
 
 
-class RolloutTasks:
-    _deployments: dict[str, DeploymentRecord]
-    _events: dict[str, list[DeploymentEvent]]
-    _ingress: dict[str, tuple[float, str | None, dict]]
-    _generation: int
+def rollback(
+    r: RolloutState, reason: str, status: str, now: datetime, measured: dict | None = None
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, str, dict]]]:
+    """The step that sends all traffic back to blue now (green is deleted once it has
+    drained): the deployment's fields, the task's, and the events. Pure, so the operator's
+    state machine can take the same step when a limit is crossed."""
+    rollout = r.model_copy(
+        update={
+            "phase": "aborting",
+            "abort_reason": reason,
+            "abort_status": status,
+            "step_started_at": now,  # the drain is timed from the abort
+        }
+    )
+    record = {"rollout": rollout, "traffic": {r.blue_app: 100}}
+    task = {"status": "processing", "detail": {"phase": "aborting", "reason": reason}}
+    return record, task, [("rollback", reason, measured or {})]
 
-    @staticmethod
-    def _event(name: str, type_: str, message: str, data: dict | None = None) -> DeploymentEvent:
-        """A new event, not yet saved; measured numbers that are not finite are kept as null."""
-        data = finite(data or {})
-        return DeploymentEvent(deployment=name, type=type_, message=message, data=data)
 
-    def add_event(self, name: str, type_: str, message: str, data: dict | None = None) -> None:
-        self._state.save(self._event(name, type_, message, data))
+class RolloutStore:
+    def __init__(
+        self,
+        state: RegistryState,
+        models: ModelStore,
+        deployments: DeploymentStore,
+        tasks: TaskStore,
+    ) -> None:
+        self._state = state
+        self._models = models
+        self._deployments = deployments
+        self._tasks = tasks
 
-    def list_events(self, name: str) -> list[DeploymentEvent]:
-        if name not in self._deployments and name not in self._events:
-            raise errors.NotFound(f"deployment '{name}' does not exist")
-        return list(self._events.get(name, []))
-
-    def start_rollout(
+    def start(
         self,
         name: str,
         version: int,
@@ -58,8 +70,8 @@ class RolloutTasks:
         refusal: str | None = None,
     ) -> Task:
         """Begin a swap to ``version`` (and/or ``config``); ``refusal`` records a refused one."""
-        record = self.get_deployment(name)
-        target = self.get_version(record.model_id, version)
+        record = self._deployments.get(name)
+        target = self._models.version(record.model_id, version)
         if record.status != "ACTIVE" or record.rollout is not None:
             raise errors.Conflict(
                 f"deployment '{name}' is {record.status}"
@@ -76,16 +88,14 @@ class RolloutTasks:
             "strategy": options.strategy,
         }
         if refusal:
-            task = self._task(
+            task = self._tasks.new(
                 TaskKind.ROLLOUT, **links, detail=detail, status=TaskStatus.REFUSED, error=refusal
             )
-            event = self._event(name, "rollout_refused", refusal, {"to_version": version})
-            self._state.save(task, event)
+            refused = event(name, "rollout_refused", refusal, {"to_version": version})
+            self._state.save(task, refused)
             return task
-        task = self._task(TaskKind.ROLLOUT, **links, detail=detail)
-        green = (
-            record.serve_app if options.strategy == "in_place" else self._green_app(record, version)
-        )
+        task = self._tasks.new(TaskKind.ROLLOUT, **links, detail=detail)
+        green = record.serve_app if options.strategy == "in_place" else _green_app(record, version)
         rollout = RolloutState(
             task_id=task.id,
             from_version=record.model_version,
@@ -95,38 +105,30 @@ class RolloutTasks:
             config=config,
             options=options,
         )
-        changed = self._changed(
+        changed = self._deployments.changed(
             name, rollout=rollout, pending_model_version=version, status=DeploymentStatus.UPDATING
         )
         message = f"v{record.model_version} -> v{version} ({options.strategy})"
-        self._state.save(task, changed, self._event(name, "rollout_started", message, detail))
+        self._state.save(task, changed, event(name, "rollout_started", message, detail))
         return task
 
-    def _green_app(self, record: DeploymentRecord, version: int) -> str:
-        seq = 0
-        while app_name(record.name, version, seq) == record.serve_app:
-            seq += 1
-        return app_name(record.name, version, seq)
-
-    def apply_rollout(
-        self, name: str, task_id: str, fields: dict, task: dict | None, events: list
-    ) -> None:
+    def apply(self, name: str, task_id: str, fields: dict, task: dict | None, events: list) -> None:
         """The operator's step of one rollout, applied only if it is still that rollout."""
-        record = self._deployments.get(name)
+        record = self._deployments.find(name)
         if record is None or record.rollout is None or record.rollout.task_id != task_id:
             return
         if "rollout" in fields and fields["rollout"] is None and record.status == "UPDATING":
             fields = {**fields, "status": DeploymentStatus.ACTIVE}
-        docs: list = [self._changed(name, **fields)]
-        updated = self._task_update(task_id, **task) if task else None
+        docs: list = [self._deployments.changed(name, **fields)]
+        updated = self._tasks.changed(task_id, **task) if task else None
         if updated is not None:
             docs.append(updated)
-        docs += [self._event(name, type_, message, data) for type_, message, data in events]
+        docs += [event(name, type_, message, data) for type_, message, data in events]
         self._state.save(*docs)
 
-    def abort_rollout(self, name: str) -> Task:
+    def abort(self, name: str) -> Task:
         """Mid-swap rollback: all traffic back to blue at once; green drains, then goes."""
-        record = self.get_deployment(name)
+        record = self._deployments.get(name)
         r = record.rollout
         if r is None:
             raise errors.Conflict(f"deployment '{name}' has no swap in progress")
@@ -134,70 +136,13 @@ class RolloutTasks:
             raise errors.Conflict(
                 f"the swap of '{name}' is {r.phase}; roll back once it has finished"
             )
-        from cluster.operator.rollout import abort
+        fields, task, events = rollback(r, "rolled back by request", "canceled", utcnow())
+        self.apply(name, r.task_id, fields, task, events)
+        return self._tasks.get(r.task_id)
 
-        out = abort(r, "rolled back by request", "canceled", utcnow())
-        self.apply_rollout(name, r.task_id, out.record, out.task, out.events)
-        return self.get_task(r.task_id)
 
-    def stop_deployment(self, name: str) -> DeploymentRecord:
-        record = self.get_deployment(name)
-        if record.rollout is not None or record.status in ("DELETING", "STOPPED"):
-            raise errors.Conflict(f"deployment '{name}' is {record.status}; it cannot stop now")
-        changed = self._changed(name, status=DeploymentStatus.STOPPED, traffic={})
-        self._state.save(self._event(name, "stopped", "every replica released"), changed)
-        return changed
-
-    def start_deployment(self, name: str) -> DeploymentRecord:
-        record = self.get_deployment(name)
-        if record.status not in ("STOPPED", "FAILED"):
-            raise errors.Conflict(f"deployment '{name}' is {record.status}, not STOPPED")
-        changed = self._changed(name, status=DeploymentStatus.PENDING, error=None)
-        self._state.save(self._event(name, "started", "replicas requested again"), changed)
-        return changed
-
-    def remove_deployment(self, name: str) -> None:
-        if name in self._deployments:
-            self._state.save(removed=[name])
-
-    def routing_snapshot(self, known: str | None = None) -> tuple[str, dict[str, dict] | None]:
-        """What the ingress needs to route predictions; ``None`` when ``known`` is current."""
-        generation = f"{self._boot}:{self._generation}"
-        if generation == known:
-            return generation, None
-        table = {}
-        for d in self._deployments.values():
-            kind = self._models[d.model_id].kind if d.model_id in self._models else None
-            table[d.name] = {
-                "status": d.status,
-                "kind": kind,
-                "model_version": d.model_version,
-                "request_timeout_s": d.config.request_timeout_s,
-                "limits": d.config.ingress_limits(),
-                "variants": d.variants(),
-            }
-        return generation, table
-
-    @property
-    def generation(self) -> int:
-        return self._generation
-
-    def report_ingress(self, ingress_id: str, generation: str | None, apps: dict) -> None:
-        """An ingress replica's routing generation and cumulative per-app counters."""
-        self._ingress[ingress_id] = (time.monotonic(), generation, apps)
-
-    def ingress_view(self, max_age_s: float = 5.0) -> dict[str, Any]:
-        """Live ingress reports merged: per-app counters, and whether every live ingress
-        routes with the current generation (so a traffic change has taken effect)."""
-        now = time.monotonic()
-        live = [r for r in self._ingress.values() if now - r[0] <= max_age_s]
-        current = f"{self._boot}:{self._generation}"
-        per_app: dict[str, list[dict]] = {}
-        for _, _, apps in live:
-            for app, snap in apps.items():
-                per_app.setdefault(app, []).append(snap)
-        return {
-            "generation": self._generation,
-            "caught_up": all(r[1] == current for r in live),
-            "apps": {app: merge(snaps) for app, snaps in per_app.items()},
-        }
+def _green_app(record: DeploymentRecord, version: int) -> str:
+    seq = 0
+    while app_name(record.name, version, seq) == record.serve_app:
+        seq += 1
+    return app_name(record.name, version, seq)

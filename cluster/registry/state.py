@@ -66,7 +66,7 @@ class RegistryState:
         self._event_keys: dict[str, list[str]] = {}
         # Per model, the highest version number set aside: numbers are never given twice.
         self.versions_set_aside: dict[str, int] = {}
-        # Changes whenever routing-relevant state changes (see RegistryCore.routing_snapshot).
+        # Changes whenever routing-relevant state changes (see RoutingTable.snapshot).
         self.generation = 0
         self._load()
         self.purge()

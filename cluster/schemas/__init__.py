@@ -35,6 +35,7 @@ from cluster.schemas.predictions import (
     PredictResponse,
 )
 from cluster.schemas.tasks import (
+    FAILED_TASK_STATES,
     FINAL_TASK_STATES,
     DeleteRequest,
     DeployRequest,
@@ -65,6 +66,7 @@ __all__ = [
     "DeploymentStatus",
     "DeploymentUpdate",
     "EmbedArgs",
+    "FAILED_TASK_STATES",
     "FINAL_TASK_STATES",
     "IMPORT_PATH_PATTERN",
     "MODEL_ID_PATTERN",

@@ -21,7 +21,13 @@ class TaskStatus(str, Enum):
     REFUSED = "refused"
 
 
-FINAL_TASK_STATES = {"done", "failed", "canceled", "refused"}
+# A task in one of these has ended: only a restart (fine-tuning) moves it again. Every check
+# of "has it finished" in the project reads these two, so a new state is added once.
+FINAL_TASK_STATES = frozenset(
+    s.value for s in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.REFUSED)
+)
+# The ended states that are not a success (a CLI that waits for a task exits non-zero).
+FAILED_TASK_STATES = FINAL_TASK_STATES - {TaskStatus.DONE.value}
 
 
 class TaskKind(str, Enum):

@@ -6,6 +6,7 @@ import pytest
 
 from cluster import errors
 from cluster.registry.actor import RegistryCore
+from cluster.registry.tasks import ANY_STATE, Expect
 from cluster.schemas import FineTuneCreate, ModelCreate
 
 PAIRS = [{"anchor": f"a{i}", "positive": f"p{i}"} for i in range(8)]
@@ -73,7 +74,7 @@ def test_restart_only_when_not_running_and_survives_a_registry_restart(reg, tmp_
     task = reg.create_finetune_task(create())
     with pytest.raises(errors.Conflict, match="pending"):
         reg.restart_finetune(task.id, from_scratch=False)
-    reg.force_task(task.id, status="canceled")
+    reg.update_task(task.id, ANY_STATE, status="canceled")
     again = reg.restart_finetune(task.id, from_scratch=True)
     assert again.status == "pending" and again.detail["run"] == 2
     assert again.detail["from_scratch"] is True
@@ -91,7 +92,7 @@ def test_a_resumed_run_restarts_the_eta_and_history_names_runs_and_checkpoints(r
     ):
         reg.report_progress(task.id, payload)
     assert reg.get_task(task.id).detail["checkpoint_step"] == 4
-    reg.force_task(task.id, status="canceled")
+    reg.update_task(task.id, ANY_STATE, status="canceled")
     reg.restart_finetune(task.id, from_scratch=False)
     reg.update_task(task.id, status="processing")
     # Resumed an hour later from step 4: the ETA counts from the resume, not the first run.
@@ -111,14 +112,14 @@ def test_a_resumed_run_restarts_the_eta_and_history_names_runs_and_checkpoints(r
 
 def test_a_stale_operator_update_cannot_undo_a_cancel_or_a_restart(reg):
     task = reg.create_finetune_task(create())
-    reg.update_finetune_run(task.id, 1, status="processing", detail={"job_id": "j-run1"})
-    reg.force_task(task.id, status="canceled")
+    reg.update_task(task.id, Expect(run=1), status="processing", detail={"job_id": "j-run1"})
+    reg.update_task(task.id, ANY_STATE, status="canceled")
     # The operator's loop read run 1 as processing before the cancel; its late update is void.
-    assert reg.update_finetune_run(task.id, 1, status="failed").status == "canceled"
+    assert reg.update_task(task.id, Expect(run=1), status="failed").status == "canceled"
     reg.restart_finetune(task.id, from_scratch=False)
-    now = reg.update_finetune_run(task.id, 1, status="failed", error="STOPPED")
+    now = reg.update_task(task.id, Expect(run=1), status="failed", error="STOPPED")
     assert (now.status, now.error, now.detail["job_id"]) == ("pending", None, None)
-    assert reg.update_finetune_run(task.id, 2, status="processing").status == "processing"
+    assert reg.update_task(task.id, Expect(run=2), status="processing").status == "processing"
 
 
 def test_run_names_resume_the_newest_start_over_and_from_scratch_starts_a_new_one(reg):
@@ -127,7 +128,7 @@ def test_run_names_resume_the_newest_start_over_and_from_scratch_starts_a_new_on
     task = reg.create_finetune_task(create())
     names = [scratch_runs(task.detail)]
     for from_scratch in (False, True, False, True, False):
-        reg.force_task(task.id, status="failed")
+        reg.update_task(task.id, ANY_STATE, status="failed")
         names.append(scratch_runs(reg.restart_finetune(task.id, from_scratch).detail))
     assert names == [0, 0, 1, 1, 2, 2]
     assert scratch_runs({"from_scratch": True}) == 1  # a record written before scratch_runs
