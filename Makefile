@@ -13,14 +13,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# torch first, pinned: that resolves to the local CPU wheel instead of a CUDA build.
+# torch first, pinned: that resolves to the local CPU wheel instead of a CUDA build. Then the
+# server extras: `make run` serves, so it needs more than `pip install modelyard` (the client).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[server]'
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[server,dev]'
 	touch $@
 
 install: $(STAMP)

@@ -11,12 +11,14 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cluster import defaults
+from cluster.defaults import KEY_FILE
+
 NAMESPACE = "modelyard"
 REGISTRY_ACTOR = "modelyard-registry"
 OPERATOR_ACTOR = "modelyard-operator"
 ASYNC_WORKER_ACTOR = "modelyard-async-worker"
 CONTROL_APP = "modelyard"
-KEY_FILE = "admin.key"
 RAY_MARKER_FILE = "ray-started-by-up"
 # What a Ray started by modelyard needs in its environment for direct ingress. Nothing sits
 # in front of the replicas' own ports, so a stopping replica need not wait for a load
@@ -37,15 +39,17 @@ DIRECT_INGRESS_ENV = {
 class Settings(BaseSettings):
     """Every option is also a ``modelyard up`` flag of the same name."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELYARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=defaults.ENV_PREFIX, extra="ignore")
 
     ray_address: str = Field(
         default="", description="Ray cluster to join; empty starts a local Ray."
     )
-    host: str = Field(default="127.0.0.1", description="HTTP bind address of the Serve proxy.")
-    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port of the Serve proxy.")
+    host: str = Field(default=defaults.HOST, description="HTTP bind address of the Serve proxy.")
+    port: int = Field(
+        default=defaults.PORT, ge=1, le=65535, description="HTTP port of the Serve proxy."
+    )
     storage_root: Path = Field(
-        default=Path("~/.modelyard"),
+        default=Path(defaults.STORAGE_ROOT),
         description="Artifacts, checkpoints, the registry database and the key file.",
     )
     registry_db: Path | None = Field(
@@ -136,12 +140,12 @@ class Settings(BaseSettings):
 
     @property
     def binds_every_interface(self) -> bool:
-        return self.host in ("0.0.0.0", "::")
+        return self.host in defaults.WILDCARD_HOSTS
 
     @property
     def local_host(self) -> str:
         """The host a client on this node connects to: localhost for a wildcard bind."""
-        return "127.0.0.1" if self.binds_every_interface else self.host
+        return defaults.local_host(self.host)
 
     @property
     def root(self) -> Path:

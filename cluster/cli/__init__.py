@@ -1,8 +1,10 @@
 """The ``modelyard`` command line.
 
-``up``/``down``/``status`` run the server (``server``); every other command talks to a running
-one over HTTP through the typed client (``deployments``, ``finetune``, ``catalog``), with
-``--url`` and ``--api-key`` (``common``); ``views`` renders the answers.
+``up``/``down`` run the server (``server``, which imports it only when they start, so that
+``pip install modelyard`` without ``[server]`` gives every other command); every other
+command talks to a running one over HTTP through the typed client (``status``,
+``deployments``, ``finetune``, ``catalog``), with ``--url`` and ``--api-key`` (``common``);
+``views`` renders the answers.
 """
 
 from cluster.cli import (  # noqa: F401  (they register commands)
@@ -10,6 +12,7 @@ from cluster.cli import (  # noqa: F401  (they register commands)
     deployments,
     finetune,
     server,
+    status,
 )
 from cluster.cli.common import app
 

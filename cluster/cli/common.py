@@ -23,9 +23,10 @@ from cluster.client import (
     DeploymentFailedError,
     ModelyardHTTPError,
     TaskFailedError,
+    default_url,
     describe_task,
 )
-from cluster.schemas import Task
+from cluster.schemas import FAILED_TASK_STATES, Task
 
 app = typer.Typer(help="modelyard: model serving and fine-tuning on Ray.", no_args_is_help=True)
 console = Console()
@@ -50,15 +51,6 @@ Key = Annotated[
 ]
 Wait = Annotated[bool, typer.Option(help="Wait until the task ends, showing its progress.")]
 Timeout = Annotated[float, typer.Option(help="Seconds to wait at most with --wait.")]
-FAILED_TASK_STATES = ("failed", "canceled", "refused")
-
-
-def default_url() -> str:
-    """``http://MODELYARD_HOST:MODELYARD_PORT``, a wildcard bind address read as localhost."""
-    from cluster.settings import Settings
-
-    settings = Settings()
-    return f"http://{settings.local_host}:{settings.port}"
 
 
 def make_client(url: str | None, api_key: str | None) -> Client:
@@ -70,7 +62,10 @@ def make_client(url: str | None, api_key: str | None) -> Client:
 def connect(url: str | None, api_key: str | None) -> Iterator[Client]:
     """A client for one command. Errors end the command: the server's message and request id
     on stderr and exit 1; arguments the schemas reject are a usage error (exit 2)."""
-    client = make_client(url, api_key)
+    try:
+        client = make_client(url, api_key)
+    except ValueError as exc:  # a MODELYARD_PORT that is no port
+        raise usage(str(exc)) from None
     try:
         with client:
             yield client

@@ -1,4 +1,9 @@
-"""Server commands: ``up`` starts or joins Ray and serves, ``down`` stops, ``status``."""
+"""Server commands: ``up`` starts or joins Ray and serves, ``down`` stops.
+
+They run the server itself, so they import it (Ray, Serve, the control plane) when they
+start, not when the CLI loads: the client commands work with ``pip install modelyard``, and
+these two say to install ``modelyard[server]`` when it is missing.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,17 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from cluster.cli.common import app, console
-from cluster.settings import (
-    DIRECT_INGRESS_ENV,
-    NAMESPACE,
-    RAY_START_ENV,
-    Settings,
-    key_digest,
-    load_or_create_key,
-)
+from cluster.cli.common import app, console, err
+
+if TYPE_CHECKING:
+    from cluster.settings import Settings
+
+SERVER_EXTRAS = "pip install 'modelyard[server]'"
 
 RayAddress = Annotated[
     str | None, typer.Option(help="Ray cluster to join (env MODELYARD_RAY_ADDRESS); empty: local.")
@@ -88,8 +91,29 @@ DirectIngress = Annotated[
 ]
 
 
+def _require_server(command: str) -> None:
+    """Import what ``command`` runs on; without the server's dependencies, say how to get
+    them and exit 1."""
+    try:
+        import ray  # noqa: F401
+
+        import cluster.bootstrap  # noqa: F401
+    except ImportError as exc:
+        if (exc.name or "").startswith("cluster"):
+            raise  # modelyard's own module: a bug, not a missing extra
+        err.print(
+            f"[red]error:[/] 'modelyard {command}' runs the server, and its dependencies are "
+            f"not installed ({escape(str(exc))}). Install them with: {escape(SERVER_EXTRAS)}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+
+
 def _settings(**options: object) -> Settings:
     """Environment first, then every option given on the command line on top."""
+    from cluster.settings import Settings
+
     return Settings(**{k: v for k, v in options.items() if v is not None})
 
 
@@ -97,6 +121,8 @@ def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
     """Join the configured cluster, else a running local one (detached mode), else start
     one. Returns True when this call started Ray."""
     import ray
+
+    from cluster.settings import DIRECT_INGRESS_ENV, NAMESPACE, RAY_START_ENV
 
     # Read by the Serve processes of a Ray this call starts (they inherit it).
     for name, value in RAY_START_ENV.items():
@@ -170,7 +196,9 @@ def up(
     wait_s: Annotated[float, typer.Option(help="How long to wait for the bundled model.")] = 600,
 ) -> None:
     """Start or join Ray, deploy the control app, restore deployments, print URL and key."""
+    _require_server("up")
     from cluster.bootstrap import start_control_plane, wait_for_task
+    from cluster.settings import key_digest, load_or_create_key
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = _settings(
@@ -262,6 +290,7 @@ def down(
     """Stop serving: delete modelyard's Serve apps and control actors, leave other Serve apps
     on the cluster alone; the registry database is kept. A local Ray is stopped only when
     ``up --detach`` started it: one that was running already is somebody's, and stays."""
+    _require_server("down")
     from cluster.bootstrap import stop_control_plane
 
     settings = _settings(ray_address=ray_address)
@@ -288,32 +317,3 @@ def down(
     ray.shutdown()
     subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop"], check=False)
     marker.unlink(missing_ok=True)
-
-
-@app.command(rich_help_panel="Server")
-def status(
-    host: Host = None, port: Port = None, storage_root: StorageRoot = None, api_key: ApiKey = None
-) -> None:
-    """Show the control plane's health and every deployment."""
-    import httpx
-
-    settings = _settings(host=host, port=port, storage_root=storage_root, api_key=api_key)
-    url = f"http://{settings.host}:{settings.port}"
-    key, _ = load_or_create_key(settings)
-    try:
-        resp = httpx.get(
-            f"{url}/v1/deployments", headers={"Authorization": f"Bearer {key}"}, timeout=10
-        )
-    except httpx.HTTPError as exc:
-        console.print(f"[red]modelyard is not reachable at {url}: {exc}[/]")
-        raise typer.Exit(1) from None
-    if resp.status_code != 200:
-        console.print(f"[red]{resp.status_code}: {resp.text}[/]")
-        raise typer.Exit(1)
-    console.print(f"modelyard at {url}: up")
-    for d in resp.json():
-        alloc = d.get("allocation") or {}
-        console.print(
-            f"  {d['name']:<24} {d['model_id']} v{d['model_version']:<4} {d['status']:<10} "
-            f"{alloc.get('running_replicas', 0)}/{alloc.get('target_replicas', 0)} replicas"
-        )

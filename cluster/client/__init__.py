@@ -49,10 +49,15 @@ raise the builtin ``TimeoutError``. Connection failures raise httpx's own errors
 
 Modules: ``errors`` (the tree above), ``shapes`` (bodies, lenient parsing, pages),
 ``resources`` (``Model``, ``Deployment``), ``futures`` (``ResponseFuture``), ``finetune``
-(``FineTuningTask``), ``progress`` (task lines and bars), ``client`` (``Client``).
+(``FineTuningTask``), ``progress`` (task lines and bars), ``environment`` (the default URL
+and key), ``client`` (``Client``).
+
+Needs only httpx, pydantic and rich (``pip install modelyard``): nothing here imports the
+server (its settings, Ray, torch, FastAPI) or the trainer.
 """
 
-from cluster.client.client import DEFAULT_URL, Client, default_api_key
+from cluster.client.client import Client
+from cluster.client.environment import default_api_key, default_url
 from cluster.client.errors import (
     AuthenticationError,
     BadRequestError,
@@ -73,6 +78,7 @@ from cluster.client.futures import ResponseFuture
 from cluster.client.progress import describe_task
 from cluster.client.resources import Deployment, Model
 from cluster.client.shapes import EndpointRequest, EndpointResponse, TaskPage, parse
+from cluster.defaults import DEFAULT_URL
 
 __all__ = [
     "DEFAULT_URL",
@@ -98,6 +104,7 @@ __all__ = [
     "TaskFailedError",
     "TaskPage",
     "default_api_key",
+    "default_url",
     "describe_task",
     "error_from_response",
     "parse",

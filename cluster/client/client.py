@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +10,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from cluster.client.environment import default_api_key, default_url
 from cluster.client.errors import error_from_response, retry_after
 from cluster.client.finetune import Dataset, FineTuningPage, FineTuningTask, dataset_spec
 from cluster.client.futures import ResponseFuture
@@ -34,23 +34,16 @@ from cluster.schemas import (
     VersionCreate,
     WaitFor,
 )
-from train_jobs.config import FinetuneParams
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def default_api_key() -> str | None:
-    """MODELYARD_API_KEY, else the key file under the storage root, else None."""
-    if key := os.environ.get("MODELYARD_API_KEY"):
-        return key
-    from cluster.settings import Settings
-
-    path = Settings().key_path
-    return path.read_text().strip() if path.is_file() else None
+from cluster.schemas.training import FinetuneParams
 
 
 class Client:
-    """The modelyard HTTP API. ``transport`` is for tests (``httpx.MockTransport``)."""
+    """The modelyard HTTP API. ``transport`` is for tests (``httpx.MockTransport``).
+
+    ``url`` defaults to ``MODELYARD_URL``, else ``http://MODELYARD_HOST:MODELYARD_PORT``
+    (127.0.0.1:8000); ``api_key`` to ``MODELYARD_API_KEY``, else the key file under
+    ``MODELYARD_STORAGE_ROOT`` (``~/.modelyard``).
+    """
 
     def __init__(
         self,
@@ -60,7 +53,7 @@ class Client:
         max_retries: int = 3,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or os.environ.get("MODELYARD_URL") or DEFAULT_URL).rstrip("/")
+        self.url = (url or default_url()).rstrip("/")
         self.api_key = api_key or default_api_key()
         self.timeout = timeout
         self.max_retries = max_retries

@@ -20,7 +20,7 @@ from cluster.client.errors import TaskFailedError
 from cluster.client.progress import training_bar
 from cluster.client.shapes import parse
 from cluster.schemas import FineTuneRestart, Task
-from train_jobs.config import DatasetSpec
+from cluster.schemas.training import DatasetSpec
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

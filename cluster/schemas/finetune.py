@@ -1,4 +1,4 @@
-"""Fine-tuning requests; the dataset and training parameters are the trainer's own."""
+"""Fine-tuning requests; the dataset and the training parameters are ``training``'s."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 from pydantic import Field
 
 from cluster.schemas.base import MODEL_ID_PATTERN, NAME_PATTERN, Schema
-from train_jobs.config import DatasetSpec, FinetuneParams
+from cluster.schemas.training import DatasetSpec, FinetuneParams
 
 
 class FineTuneCreate(Schema):

@@ -347,7 +347,15 @@ def test_url_and_key_come_from_options_then_environment(monkeypatch, tmp_path):
     assert runner.invoke(app, ["models", "--url", "http://a:1", "--api-key", "s"]).exit_code == 0
     env = {"MODELYARD_URL": "http://b:2", "MODELYARD_API_KEY": "t"}
     assert runner.invoke(app, ["deployments"], env=env).exit_code == 0
-    assert seen == [("http://a:1", "s"), ("http://b:2", "t")]
+    # status finds the server as every other command does (it once read only host and port).
+    assert runner.invoke(app, ["status"], env=env).exit_code == 0
+    assert runner.invoke(app, ["status", "--url", "http://c:3", "--api-key", "u"]).exit_code == 0
+    assert seen == [
+        ("http://a:1", "s"),
+        ("http://b:2", "t"),
+        ("http://b:2", "t"),
+        ("http://c:3", "u"),
+    ]
 
 
 def test_default_url_is_host_and_port(monkeypatch):
@@ -356,6 +364,25 @@ def test_default_url_is_host_and_port(monkeypatch):
     assert common.default_url() == "http://127.0.0.1:9123"
     monkeypatch.setenv("MODELYARD_HOST", "head.internal")
     assert common.make_client(None, "k").url == "http://head.internal:9123"
+
+
+def test_status_lists_the_deployments_or_says_where_it_looked(serve, monkeypatch):
+    serve({("GET", "/v1/deployments"): [deployment_body()]})
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "modelyard at http://cli.test: up"
+    assert lines[1].split()[:4] == ["d", "m", "v1", "ACTIVE"]
+    monkeypatch.setattr(common, "make_client", lambda url, key: Client(url=url, api_key=key))
+    result = runner.invoke(app, ["status"], env={"MODELYARD_URL": "http://127.0.0.1:9"})
+    assert result.exit_code == 1
+    assert "cannot reach modelyard at http://127.0.0.1:9" in result.stderr
+
+
+def test_a_port_that_is_no_port_is_a_usage_error(monkeypatch):
+    monkeypatch.delenv("MODELYARD_URL", raising=False)
+    result = runner.invoke(app, ["deployments"], env={"MODELYARD_PORT": "eighty"})
+    assert result.exit_code == 2 and "MODELYARD_PORT must be a port" in result.output
 
 
 def test_every_setting_is_an_up_option():

@@ -12,6 +12,7 @@ import pytest
 
 from cluster import schemas as client_schemas
 from cluster.client import (
+    DEFAULT_URL,
     AuthenticationError,
     BadRequestError,
     Client,
@@ -186,18 +187,30 @@ def test_predict_sends_bearer_key_and_body():
 
 
 def test_key_and_url_resolution(monkeypatch, tmp_path):
-    monkeypatch.delenv("MODELYARD_API_KEY", raising=False)
+    for var in ("API_KEY", "HOST", "PORT"):
+        monkeypatch.delenv(f"MODELYARD_{var}", raising=False)
     monkeypatch.setenv("MODELYARD_STORAGE_ROOT", str(tmp_path))
     monkeypatch.setenv("MODELYARD_URL", "http://elsewhere:9000/")
     assert Client().api_key is None
+    assert not (tmp_path / "admin.key").exists()  # the client never makes a key
     (tmp_path / "admin.key").write_text("from-file\n")
     client = Client()
     assert client.api_key == "from-file" and client.url == "http://elsewhere:9000"
     monkeypatch.setenv("MODELYARD_API_KEY", "from-env")
     assert Client().api_key == "from-env"
     assert Client(api_key="from-arg").api_key == "from-arg"
+    assert Client(url="http://given:1/").url == "http://given:1"
     monkeypatch.delenv("MODELYARD_URL")
-    assert Client().url == "http://127.0.0.1:8000"
+    assert Client().url == "http://127.0.0.1:8000" == DEFAULT_URL
+    # Without MODELYARD_URL, where the server listens; a wildcard bind is reached locally.
+    monkeypatch.setenv("MODELYARD_HOST", "0.0.0.0")
+    monkeypatch.setenv("MODELYARD_PORT", "9123")
+    assert Client().url == "http://127.0.0.1:9123"
+    monkeypatch.setenv("MODELYARD_HOST", "head.internal")
+    assert Client().url == "http://head.internal:9123"
+    monkeypatch.setenv("MODELYARD_PORT", "80a")
+    with pytest.raises(ValueError, match="MODELYARD_PORT must be a port"):
+        Client()
 
 
 # ---------------------------------------------------------------- waiting

@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from cluster import defaults
+from cluster.client import environment
 from cluster.settings import Settings, key_digest, load_or_create_key
 
-VARS = ("RAY_ADDRESS", "HOST", "PORT", "STORAGE_ROOT", "REGISTRY_DB", "API_KEY", "DIRECT_INGRESS")
+VARS = (
+    "RAY_ADDRESS", "HOST", "PORT", "STORAGE_ROOT", "REGISTRY_DB", "API_KEY", "DIRECT_INGRESS",
+    "URL",
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +85,32 @@ def test_explicit_api_key_wins(tmp_path):
     fresh = Settings(storage_root=tmp_path / "fresh", api_key="explicit")
     assert load_or_create_key(fresh) == ("explicit", False)
     assert not fresh.key_path.exists()
+
+
+def test_the_client_reads_the_variables_and_defaults_the_server_reads():
+    for field in ("host", "port", "storage_root", "api_key"):
+        assert getattr(defaults, f"{field.upper()}_ENV") == f"MODELYARD_{field.upper()}"
+        assert field in Settings.model_fields
+    assert defaults.URL_ENV.removeprefix("MODELYARD_").lower() not in Settings.model_fields
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"HOST": "0.0.0.0", "PORT": "9123"}, {"HOST": "::"}, {"HOST": "head.internal"}],
+)
+def test_the_clients_defaults_find_the_server_settings_describe(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name, value in env.items():
+        monkeypatch.setenv(f"MODELYARD_{name}", value)
+    settings = Settings()
+    assert environment.default_url() == f"http://{settings.local_host}:{settings.port}"
+    assert environment.default_api_key() is None
+    key, _ = load_or_create_key(settings)
+    assert environment.default_api_key() == key
+    monkeypatch.setenv("MODELYARD_STORAGE_ROOT", str(tmp_path / "root"))
+    key, _ = load_or_create_key(Settings())
+    assert defaults.key_path(tmp_path / "root") == Settings().key_path
+    assert environment.default_api_key() == key
 
 
 def test_key_digest():
