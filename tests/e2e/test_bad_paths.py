@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import API_KEY, deploy, wait_for
+from tests.e2e.support import API_KEY, deploy, wait_for
 
 pytestmark = pytest.mark.e2e
 

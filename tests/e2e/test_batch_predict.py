@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import deploy, wait_for
-from tests.e2e.test_deploy import BUNDLED
+from tests.e2e.support import BUNDLED, deploy, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import API_KEY, deploy, wait_for
-from tests.e2e.test_deploy import BUNDLED
+from tests.e2e.support import API_KEY, BUNDLED, deploy, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from tests.conftest import API_KEY, deploy, register, wait_for
+from tests.e2e.support import API_KEY, deploy, register, wait_for
 
 pytestmark = pytest.mark.e2e
 

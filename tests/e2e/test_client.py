@@ -24,7 +24,7 @@ from cluster.client import (
     ServerError,
 )
 from cluster.schemas import ClusterPublic, ModelVersion, Task
-from tests.conftest import API_KEY, wait_for
+from tests.e2e.support import API_KEY, wait_for
 
 pytestmark = pytest.mark.e2e
 

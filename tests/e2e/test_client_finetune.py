@@ -22,8 +22,7 @@ from cluster.client import (
     NotFoundError,
     TaskFailedError,
 )
-from tests.conftest import API_KEY
-from tests.e2e.test_finetune_job import PAIRS, tiny_model  # noqa: F401  (fixture)
+from tests.e2e.support import API_KEY, PAIRS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -38,7 +37,7 @@ def client(local_cluster) -> Iterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def model(client, tiny_model) -> str:  # noqa: F811
+def model(client, tiny_model) -> str:
     with contextlib.suppress(ConflictError):
         client.register_model(MODEL, kind="sentence-transformer", artifact_uri=tiny_model)
     return MODEL

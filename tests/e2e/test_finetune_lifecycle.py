@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.e2e.test_finetune_api import FINAL, _task, _wait_status
-from tests.e2e.test_finetune_job import PAIRS, tiny_model  # noqa: F401  (fixture)
+from tests.e2e.support import FINAL, PAIRS, finetune_task, wait_finetune_status, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +31,7 @@ CLUSTER_WIDE = {"TrainStateActor", "_AutoscalingCoordinatorActor"}
 
 
 @pytest.fixture(scope="module")
-def ft_model(api, tiny_model) -> str:  # noqa: F811
+def ft_model(api, tiny_model) -> str:
     r = api.post(
         "/v1/models",
         json={"model_id": MODEL, "kind": "sentence-transformer", "artifact_uri": tiny_model},
@@ -58,7 +56,7 @@ def _wait_checkpointed(api, task_id: str, timeout_s: float = 240) -> dict:
     """Processing, with at least one checkpoint written, and not near its end yet."""
 
     def checkpointed():
-        t = _task(api, task_id)
+        t = finetune_task(api, task_id)
         assert t["status"] in ("pending", "processing"), t
         return t["status"] == "processing" and (t["detail"].get("checkpoint_step") or 0) and t
 
@@ -119,7 +117,7 @@ def _restart_to_done(api, task_id: str, last_checkpoint: int) -> dict:
     r = api.put(f"/v1/fine-tuning/task/{task_id}/restart")
     assert r.status_code == 202, r.text
     run = r.json()["detail"]["run"]
-    done = _wait_status(api, task_id, FINAL, 420)
+    done = wait_finetune_status(api, task_id, FINAL, 420)
     assert done["status"] == "done", done
     detail = done["detail"]
     history = [p for p in detail["history"] if p["run"] == run]
@@ -153,13 +151,13 @@ def test_cancel_while_processing_frees_ray_then_restart_carries_the_steps_on(api
     asked = time.monotonic()
     r = api.put(f"/v1/fine-tuning/task/{task_id}/cancel", timeout=40)
     assert r.status_code == 200, r.text
-    canceled = _wait_status(api, task_id, FINAL, max(1.0, 30 - (time.monotonic() - asked)))
+    canceled = wait_finetune_status(api, task_id, FINAL, max(1.0, 30 - (time.monotonic() - asked)))
     assert canceled["status"] == "canceled", canceled
     _wait_freed(job, max(1.0, 30 - (time.monotonic() - asked)))
     print(f"canceled and freed in {time.monotonic() - asked:.1f}s")
     assert canceled["detail"]["progress"]["step"] < MAX_STEPS
     time.sleep(2)  # a late progress call or operator tick must not revive it
-    assert _task(api, task_id)["status"] == "canceled"
+    assert finetune_task(api, task_id)["status"] == "canceled"
 
     _restart_to_done(api, task_id, canceled["detail"]["checkpoint_step"])
 
@@ -177,7 +175,7 @@ def test_whole_cluster_restart_fails_a_processing_task_then_restart_resumes(
     seen = []
 
     def failed():
-        t = _task(api, task_id)
+        t = finetune_task(api, task_id)
         seen.append(t["status"])
         return t if t["status"] in FINAL else None
 

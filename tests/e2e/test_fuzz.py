@@ -27,8 +27,7 @@ from schemathesis.core import NOT_SET
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.core.result import Ok
 
-from tests.conftest import API_KEY, deploy
-from tests.e2e.test_deploy import BUNDLED
+from tests.e2e.support import API_KEY, BUNDLED, deploy
 
 pytestmark = pytest.mark.e2e
 

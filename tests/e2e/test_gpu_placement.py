@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from ray import serve
 
-from tests.conftest import deploy, wait_for
-from tests.e2e.test_deploy import register_echo
+from tests.e2e.support import deploy, register_echo, wait_for
 
 pytestmark = pytest.mark.e2e
 

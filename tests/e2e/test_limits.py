@@ -7,8 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, deploy
-from tests.e2e.test_deploy import register_echo
+from tests.e2e.support import API_KEY, deploy, register_echo
 
 pytestmark = pytest.mark.e2e
 

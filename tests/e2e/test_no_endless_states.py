@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import deploy, wait_for
+from tests.e2e.support import deploy, wait_for
 
 pytestmark = pytest.mark.e2e
 

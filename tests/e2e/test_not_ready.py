@@ -11,8 +11,7 @@ import pytest
 import ray
 from ray.util.state import list_actors
 
-from tests.conftest import deploy, wait_for
-from tests.e2e.test_deploy import register_echo
+from tests.e2e.support import deploy, register_echo, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from ray import serve
 
-from tests.conftest import deploy, wait_for
+from tests.e2e.support import API_KEY, deploy, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +85,6 @@ def test_a_foreign_app_named_like_a_model_app_is_left_alone(api, foreign_app):
 def test_down_deletes_modelyards_apps_and_leaves_the_foreign_one(api, local_cluster, foreign_app):
     from cluster.bootstrap import start_control_plane, stop_control_plane
     from cluster.settings import CONTROL_APP, key_digest
-    from tests.conftest import API_KEY
 
     register_echo(api, "own-echo")
     task = deploy(api, model_id="own-echo", deployment_name="mine", timeout_s=120)

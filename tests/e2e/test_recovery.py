@@ -6,8 +6,7 @@ import pytest
 import ray
 
 from cluster.registry.actor import registry_handle
-from tests.conftest import deploy, wait_for
-from tests.e2e.test_deploy import register_echo
+from tests.e2e.support import deploy, register_echo, wait_for
 
 pytestmark = pytest.mark.e2e
 

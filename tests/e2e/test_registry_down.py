@@ -15,8 +15,7 @@ import ray
 
 from cluster.registry.actor import get_or_create_registry, registry_handle
 from cluster.settings import ASYNC_WORKER_ACTOR, NAMESPACE, OPERATOR_ACTOR
-from tests.conftest import deploy, wait_for
-from tests.e2e.test_deploy import register_echo
+from tests.e2e.support import deploy, register_echo, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from cluster.settings import NAMESPACE, REGISTRY_ACTOR
-from tests.conftest import ROOT, wait_for
+from tests.e2e.support import ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, deploy, wait_for
+from tests.e2e.support import API_KEY, deploy, wait_for
 
 pytestmark = pytest.mark.e2e
 

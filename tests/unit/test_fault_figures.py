@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.test_faults import (
+from tests.faults_support import (
     STEADY_S,
     Answer,
     Window,
