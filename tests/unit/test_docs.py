@@ -1,5 +1,7 @@
-"""docs/configuration.md against ``Settings`` and ``modelyard up``, so the reference cannot
-drift from the code: every setting documented once, with its option and its default."""
+"""The docs against the code, so the reference cannot drift: docs/configuration.md against
+``Settings`` and ``modelyard up`` (every setting documented once, with its option and its
+default); every relative link in README.md and docs/*.md reaches a file (and heading) that
+exists; the example fine-tuning config the README submits is valid."""
 
 from __future__ import annotations
 
@@ -80,3 +82,56 @@ def test_row_gives_the_default(field: str) -> None:
         assert float(shown) == float(default)
     else:
         assert shown == str(default)
+
+
+# --- links and the shipped example config -------------------------------------------------
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def relative_links(doc: Path) -> list[str]:
+    """Link targets in ``doc`` that are neither web addresses nor anchors on the same page.
+    Code blocks are left out: what they hold is text, not links."""
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    return [t for t in LINK.findall(text) if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+
+
+def anchors(doc: Path) -> set[str]:
+    """GitHub's ids for the headings of ``doc``: lower case, punctuation dropped, spaces as -."""
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+    heads = re.findall(r"^#+\s+(.*)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_relative_links_point_at_files_that_exist(doc: Path) -> None:
+    broken = []
+    for target in relative_links(doc):
+        path, _, anchor = target.partition("#")
+        file = (doc.parent / path).resolve()
+        if not file.exists():
+            broken.append(target)
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append(f"{target} (no such heading)")
+    assert not broken, f"{doc.relative_to(ROOT)}: {broken}"
+
+
+def test_every_doc_is_linked_from_the_readme() -> None:
+    linked = {(ROOT / t.partition("#")[0]).resolve() for t in relative_links(ROOT / "README.md")}
+    assert set(DOCS[1:]) - linked == set()
+
+
+def test_the_example_finetune_config_is_valid_and_its_dataset_loads(monkeypatch) -> None:
+    """The config the README submits as a Ray Job: it parses as a ``FinetuneConfig`` and its
+    dataset, relative to the repository root (the job's working directory), splits."""
+    from train_jobs.config import FinetuneConfig
+    from train_jobs.data import split_pairs
+
+    config = FinetuneConfig.from_yaml(ROOT / "examples" / "finetune.yaml")
+    monkeypatch.chdir(ROOT)
+    train, held_out = split_pairs(
+        config.dataset.load(), config.params.eval_fraction, config.params.seed
+    )
+    assert len(train) >= config.params.batch_size and len(held_out) >= 2
+    assert config.params.max_steps and config.params.max_steps <= 10  # an example, not a run
