@@ -4,7 +4,6 @@ encodes a large request in chunks of max_batch_size with the same embeddings."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -16,44 +15,41 @@ from tests.e2e.support import API_KEY, BUNDLED, deploy, wait_for
 pytestmark = pytest.mark.e2e
 
 BIG = 20 << 20  # over the default MODELYARD_MAX_BODY_BYTES (8 MiB)
-QUICK_S = 10.0  # an answer that waited for 20 MiB to be parsed would be much slower here
+# The client gives up after this: an answer that waited for 20 MiB to be parsed would come
+# much later, so a refusal that fits in it was made before the body was read.
+QUICK_S = 10.0
 NAME = "limits-minilm"
 KEY = {"Authorization": f"Bearer {API_KEY}"}
 
 
-def _post(url: str, content, headers: dict) -> tuple[httpx.Response, float]:
-    start = time.monotonic()
-    resp = httpx.post(url, content=content, headers=headers, timeout=30)
-    return resp, time.monotonic() - start
+def _post(url: str, content, headers: dict) -> httpx.Response:
+    return httpx.post(url, content=content, headers=headers, timeout=QUICK_S)
 
 
 @pytest.mark.parametrize("path", ["/v1/deployments/nowhere/predict", "/v1/models"])
 def test_a_big_body_without_the_key_is_refused_quickly(local_cluster, path):
     json_type = {"Content-Type": "application/json"}
-    resp, took = _post(local_cluster.url + path, b"x" * BIG, json_type)
+    resp = _post(local_cluster.url + path, b"x" * BIG, json_type)
     assert resp.status_code in (401, 413), resp.text
     assert resp.json()["error"]["type"] in ("unauthorized", "payload_too_large")
-    assert took < QUICK_S, took
 
 
 @pytest.mark.parametrize("path", ["/v1/deployments/nowhere/predict", "/v1/embeddings"])
 def test_a_big_body_with_the_key_is_413_quickly(local_cluster, path):
     headers = {**KEY, "Content-Type": "application/json"}
-    resp, took = _post(local_cluster.url + path, b"x" * BIG, headers)
+    resp = _post(local_cluster.url + path, b"x" * BIG, headers)
     assert resp.status_code == 413, resp.text
     error = resp.json()["error"]
     assert error["type"] == "payload_too_large"
     assert "body" in error["message"] and "MODELYARD_MAX_BODY_BYTES" in error["message"]
-    assert took < QUICK_S, took
 
 
 def test_a_chunked_body_over_the_limit_is_413(local_cluster):
     chunk = b"x" * (1 << 20)
     body = (chunk for _ in range(BIG // len(chunk)))  # no Content-Length: chunked
-    resp, took = _post(local_cluster.url + "/v1/models", body, KEY)
+    resp = _post(local_cluster.url + "/v1/models", body, KEY)
     assert resp.status_code == 413, resp.text
     assert resp.json()["error"]["type"] == "payload_too_large"
-    assert took < QUICK_S, took
 
 
 def test_the_server_serves_on_after_refusing_big_bodies(api, local_cluster):

@@ -32,11 +32,10 @@ def test_a_deployment_without_a_running_replica_is_503_at_once(api, clean_serve)
         60,
         "the deploy to be waiting for GPUs",
     )
-    start = time.monotonic()
-    resp = api.post("/v1/deployments/starved-echo/predict", json={"args": {"n": 1}}, timeout=60)
-    elapsed = time.monotonic() - start
+    # The client gives up well before request_timeout_s (30 s): a server that waited for a
+    # replica until then would fail this with a timeout instead of answering.
+    resp = api.post("/v1/deployments/starved-echo/predict", json={"args": {"n": 1}}, timeout=5)
     assert resp.status_code == 503, resp.text
-    assert elapsed < 5, f"took {elapsed:.1f}s (request_timeout_s is 30)"
     assert int(resp.headers["Retry-After"]) >= 1
     assert "no replica is running" in resp.json()["error"]["message"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from tests.e2e.support import deploy, register_echo, wait_for
 
 pytestmark = pytest.mark.e2e
 
+# The client gives up after this; a control route waiting on the stopped registry would hang.
 ANSWER_WITHIN_S = 5.0
 
 
@@ -28,11 +28,8 @@ def _registry_pid() -> int:
 
 
 def _assert_control_route_is_503_fast(api: httpx.Client) -> None:
-    start = time.monotonic()
-    resp = api.get("/v1/deployments", timeout=ANSWER_WITHIN_S + 5)
-    elapsed = time.monotonic() - start
+    resp = api.get("/v1/deployments", timeout=ANSWER_WITHIN_S)
     assert resp.status_code == 503, resp.text
-    assert elapsed < ANSWER_WITHIN_S, f"503 took {elapsed:.1f}s"
     assert int(resp.headers["Retry-After"]) >= 1
     error = resp.json()["error"]
     assert error["type"] == "unavailable" and error["request_id"]
