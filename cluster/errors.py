@@ -12,6 +12,11 @@ ModelyardError                 500
  +-- NotReady                  503  (carries retry_after_s when waiting helps)
  |    +-- Unavailable          503  (a control actor or replica cannot be reached now)
  +-- UpstreamTimeout           504
+
+Two helpers read the exceptions Ray raises around them, for every caller outside the HTTP
+layer too (the control plane, the predict path): ``unwrap`` (the exception an actor raised,
+out of Ray's wrapper) and ``replica_lost`` (a call that may be sent again). They import
+Ray only when called, so this module stays importable without it.
 """
 
 from __future__ import annotations
@@ -99,3 +104,21 @@ class Unavailable(NotReady):
 class UpstreamTimeout(ModelyardError):
     status_code = 504
     error_type = "timeout"
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """A ``RayTaskError`` from an actor call carries the actor's own exception as ``cause``."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def replica_lost(exc: BaseException) -> bool:
+    """Whether a handle call failed because its replica died or went away mid-request: the
+    case where the same request, sent again, goes to another replica (predictions are
+    idempotent). An error raised inside the replica (``RayTaskError``) is not one."""
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    if isinstance(exc, RayTaskError):
+        return False
+    return isinstance(exc, (RayActorError, ReplicaUnavailableError))

@@ -1,7 +1,9 @@
-"""The control plane's use cases, called by the thin HTTP routes.
+"""The control plane's use cases, called by the thin HTTP routes: deploy, roll out, patch,
+describe, and the bounded registry and operator calls behind them.
 
 ``ControlPlane`` takes its gateways (registry and operator actor handles, the router) in
-its constructor and does one thing per method.
+its constructor and does one thing per method. Predictions are not its work: they go
+through ``cluster.ingress.predict``, which it holds for the routes that need one.
 """
 
 from __future__ import annotations
@@ -14,21 +16,23 @@ from typing import Any, TypeVar
 
 from cluster import errors
 from cluster.actor_gateway import OPERATOR_TIMEOUT_S, ActorGateway
+from cluster.errors import unwrap
 from cluster.ingress.metrics import Metrics
-from cluster.ingress.routing import Route, Router, registry_gateway, replica_lost
-from cluster.operator import serve as serving
+from cluster.ingress.predict import PredictService
+from cluster.ingress.routing import Router, registry_gateway
+from cluster.operator import capacity
+from cluster.operator import serve_state as serving
 from cluster.schemas import (
     FINAL_TASK_STATES,
     ClusterPublic,
     DeploymentPublic,
     DeploymentRecord,
     DeploymentUpdate,
-    EmbedArgs,
-    PredictRequest,
     RolloutOptions,
     SetVersionRequest,
     Task,
 )
+from cluster.settings import ASYNC_WORKER_ACTOR, NAMESPACE, OPERATOR_ACTOR, Settings
 
 logger = logging.getLogger("modelyard.control")
 T = TypeVar("T")
@@ -53,8 +57,6 @@ def operator_gateway(operator: Any, timeout_s: float = OPERATOR_TIMEOUT_S) -> Ac
     ``operator_timeout_s``)."""
     if isinstance(operator, ActorGateway):
         return operator
-    from cluster.settings import OPERATOR_ACTOR
-
     return ActorGateway(OPERATOR_ACTOR, operator, timeout_s)
 
 
@@ -68,7 +70,18 @@ async def _bounded(aw: Awaitable[T], what: str, timeout_s: float = SERVE_READ_TI
 
 
 class ControlPlane:
-    def __init__(self, registry: Any, operator: Any, router: Router, metrics: Metrics) -> None:
+    """``predictions`` is the predict path's service (``cluster.ingress.predict``), which
+    the predict route calls directly; ``predict`` is its one method, for the other callers
+    (the embeddings route, the async worker). ``settings`` are the ingress replica's."""
+
+    def __init__(
+        self,
+        registry: Any,
+        operator: Any,
+        router: Router,
+        metrics: Metrics,
+        settings: Settings | None = None,
+    ) -> None:
         # One gateway per actor, shared with the router, so a registry found again under its
         # name serves both.
         shared = router.registry
@@ -77,13 +90,13 @@ class ControlPlane:
         self.operator = operator_gateway(operator)
         self.router = router
         self.metrics = metrics
+        self.predictions = PredictService(router, metrics, settings)
+        self.predict = self.predictions.predict
         self._async_worker: Any = None
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One registry call, bounded (503 when the registry cannot answer now); the
         registry's own errors come back as themselves."""
-        from cluster.ingress.http import unwrap
-
         try:
             return await self.registry.call(method, *args, **kwargs)
         except Exception as exc:
@@ -93,8 +106,6 @@ class ControlPlane:
         """Tell the async worker that work was queued (best effort: an idle worker also
         looks by itself every few seconds)."""
         import ray
-
-        from cluster.settings import ASYNC_WORKER_ACTOR, NAMESPACE
 
         try:
             if self._async_worker is None:
@@ -113,8 +124,6 @@ class ControlPlane:
 
     async def operator_call(self, method: str, *args: Any) -> Any:
         """One operator call, bounded like ``call``."""
-        from cluster.ingress.http import unwrap
-
         try:
             return await self.operator.call(method, *args)
         except Exception as exc:
@@ -145,14 +154,7 @@ class ControlPlane:
         refusal = None
         if options.strategy == "green":
             _, free = await _bounded(asyncio.to_thread(serving.resources), "Ray's GCS")
-            need = serving.replica_demand(config, config.replicas_wanted)
-            short = serving.shortage(need, free)
-            if short:
-                refusal = (
-                    "not enough free resources for the new version beside the old one: needs "
-                    + ", ".join(f"{r}={need[r]:g} (free {free.get(r, 0.0):g})" for r in short)
-                    + "; free some, or use rollout.strategy 'in_place'"
-                )
+            refusal = capacity.green_refusal(config, free)
         task = await self.call("start_rollout", record.name, version, options, config, refusal)
         self.operator.kick.remote()
         await self._refresh_routes()
@@ -227,108 +229,3 @@ class ControlPlane:
 
     async def cluster(self) -> ClusterPublic:
         return await _bounded(asyncio.to_thread(serving.cluster_view), "Ray's GCS")
-
-    async def predict(
-        self, name: str, req: PredictRequest, version: int | None = None
-    ) -> dict[str, Any]:
-        """One prediction: pick a live version by traffic weight (or the pinned one), call
-        its app, and count the answer for /metrics and for rollout decisions."""
-        route = await self.router.route(name)
-        args = req.args if req.args is not None else await _fetch_args(req.url or "")
-        if route.kind == "sentence-transformer":
-            EmbedArgs.model_validate(args)
-        variant = route.pick(version if version is not None else req.version)
-        stats = self.metrics.apps[variant.app]
-        start, outcome = time.perf_counter(), "error"
-        stats.inflight += 1
-        try:
-            out = await self._call(route, variant.app, args)
-            outcome = "success"
-        except errors.ModelyardError as exc:
-            outcome = exc.error_type
-            raise
-        finally:
-            stats.inflight -= 1
-            self.metrics.observe(name, outcome, (time.perf_counter() - start) * 1000, variant.app)
-        return {
-            "status": "SUCCESS",
-            "result": out["result"],
-            "model_version": out["model_version"],
-            "request_id": req.request_id,
-        }
-
-    async def _call(self, route: Route, app: str, args: dict[str, Any]) -> dict[str, Any]:
-        try:
-            if route.limits is not None:
-                out = await self.router.batcher(route, app).submit(args, route.request_timeout_s)
-            else:
-                out = await self._call_one(route, app, args)
-        except Exception as exc:
-            raise _upstream_error(route.name, exc) from None
-        if not out["ok"]:
-            if out["error_type"] == "bad_input":
-                raise errors.BadRequest(out["error"])
-            raise errors.PredictorFailed(out["error"], traceback=out.get("traceback"))
-        return out
-
-    async def _call_one(self, route: Route, app: str, args: dict[str, Any]) -> dict[str, Any]:
-        """One request, one call: Serve batches it in the replica (autoscaling deployments).
-        A replica that dies with the request gets it sent once more, within the same time
-        budget; Serve routes the second call to another replica."""
-        deadline = time.monotonic() + route.request_timeout_s
-        try:
-            return await self._send_one(route, app, args, route.request_timeout_s)
-        except Exception as exc:
-            if not replica_lost(exc):
-                raise
-        return await self._send_one(route, app, args, max(0.0, deadline - time.monotonic()))
-
-    async def _send_one(
-        self, route: Route, app: str, args: dict[str, Any], timeout_s: float
-    ) -> dict[str, Any]:
-        response = self.router.handle(app).remote(args)
-        try:
-            return await asyncio.wait_for(response, timeout=timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise errors.UpstreamTimeout(
-                f"deployment '{route.name}' did not answer within {route.request_timeout_s:g}s "
-                "(config.request_timeout_s)"
-            ) from None
-
-
-def _upstream_error(name: str, exc: BaseException) -> errors.ModelyardError:
-    """What a failed call to a model app answers. Serve's and Ray's texts can name hosts,
-    files and internals: they go to the log, never into the answer."""
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
-    from cluster.ingress.http import unwrap
-
-    if replica_lost(exc):  # before unwrap: an ActorDiedError carries a `cause` of its own
-        return errors.Unavailable(
-            f"deployment '{name}' lost the replica serving the request, twice; retry shortly"
-        )
-    inner = unwrap(exc)
-    if isinstance(inner, BackPressureError):
-        return errors.Overloaded(
-            f"deployment '{name}' is at capacity: {inner}; retry later or raise "
-            "config.max_queued_requests / num_replicas",
-            retry_after_s=getattr(inner, "_retry_after_s", None) or 1.0,
-        )
-    if isinstance(inner, errors.ModelyardError):
-        return inner
-    if isinstance(inner, DeploymentUnavailableError):
-        return errors.NotReady(f"deployment '{name}' failed to deploy; see its status")
-    logger.error("deployment %r could not serve a request", name, exc_info=exc)
-    return errors.NotReady(
-        f"deployment '{name}' could not serve the request; the ingress log has the cause"
-    )
-
-
-async def _fetch_args(url: str) -> dict[str, Any]:
-    """The args at a predict ``url``, through the one path and URI checker."""
-    from cluster.api.deps import get_settings
-    from cluster.uris import fetch_predict_args
-
-    # None in the async worker: the ingress puts args in place of a url it queues.
-    return await fetch_predict_args(url, get_settings())

@@ -1,9 +1,10 @@
 """OpenAI-compatible embeddings: ``POST /v1/embeddings`` on sentence-transformer deployments.
 
-``model`` names a deployment. The route is a translation over the prediction path
-(``ControlPlane.predict``), so limits, 429s and errors are exactly those of
-``/v1/deployments/{name}/predict``. ``base64`` is little-endian float32 bytes, which is what
-the ``openai`` package decodes (and asks for when no ``encoding_format`` is given).
+``model`` names a deployment. The route is a translation over the predict service
+(``cluster.ingress.predict``, as ``ControlPlane.predict``), so limits, 429s and errors are
+exactly those of ``/v1/deployments/{name}/predict``. ``base64`` is little-endian float32
+bytes, which is what the ``openai`` package decodes (and asks for when no
+``encoding_format`` is given).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ray
 from fastapi import Depends, FastAPI
 from ray import serve
 
@@ -15,11 +16,15 @@ from cluster.api import (
     models,
     system,
 )
-from cluster.api.deps import configure
-from cluster.ingress.door import Guard
-from cluster.ingress.http import install_error_handlers, require_key
-from cluster.ingress.predict_route import PredictFastPath
-from cluster.settings import Settings
+from cluster.api.control import ControlPlane, operator_gateway
+from cluster.ingress import context, door
+from cluster.ingress.auth import require_key
+from cluster.ingress.door import Door
+from cluster.ingress.http import install_error_handlers
+from cluster.ingress.metrics import Metrics
+from cluster.ingress.routing import Router, registry_gateway
+from cluster.registry.actor import registry_handle
+from cluster.settings import NAMESPACE, OPERATOR_ACTOR, Settings
 
 app = FastAPI(title="modelyard", version="1")
 install_error_handlers(app)
@@ -36,8 +41,8 @@ for module in (
     batch,
 ):
     app.include_router(module.router, prefix="/v1", dependencies=_v1)
-app.add_middleware(PredictFastPath)  # answers well-formed predictions before FastAPI's stack
-app.add_middleware(Guard)  # added last, so it runs first: the key and the body size
+# Added last, so it runs first: the key, the body's size, and predictions answered there.
+app.add_middleware(Door)
 
 
 # The ingress only awaits (routing, batching, registry calls), so its user code and its
@@ -58,15 +63,6 @@ INGRESS_ENV = {
 @serve.ingress(app)
 class Ingress:
     def __init__(self, key_digest: str, settings: dict) -> None:
-        import ray
-
-        from cluster.api.control import ControlPlane, operator_gateway
-        from cluster.ingress import door as guard
-        from cluster.ingress.metrics import Metrics
-        from cluster.ingress.routing import Router, registry_gateway
-        from cluster.registry.actor import registry_handle
-        from cluster.settings import NAMESPACE, OPERATOR_ACTOR
-
         own = Settings.from_replica(settings)
         registry = registry_gateway(registry_handle(), own.registry_timeout_s)
         metrics = Metrics()
@@ -74,8 +70,9 @@ class Ingress:
         operator = operator_gateway(
             ray.get_actor(OPERATOR_ACTOR, namespace=NAMESPACE), own.operator_timeout_s
         )
-        configure(ControlPlane(registry, operator, router, metrics), key_digest, own)
-        guard.configure(own.max_body_bytes)
+        control = ControlPlane(registry, operator, router, metrics, own)
+        context.configure(control, key_digest, own)
+        door.configure(own.max_body_bytes)
 
 
 def build(key_digest: str, settings: Settings):

@@ -14,6 +14,9 @@ import logging
 from typing import Any
 
 from cluster import errors
+from cluster.api.control import ControlPlane
+from cluster.ingress.metrics import Metrics
+from cluster.ingress.routing import Router, registry_gateway
 from cluster.schemas import AsyncTask
 
 logger = logging.getLogger("modelyard.async")
@@ -41,10 +44,6 @@ def next_idle_wait(busy: bool, wait_s: float) -> float:
 
 class AsyncWorker:
     def __init__(self, registry: Any, concurrency: int = 64, lease_s: float = 120.0) -> None:
-        from cluster.api.control import ControlPlane
-        from cluster.ingress.metrics import Metrics
-        from cluster.ingress.routing import Router, registry_gateway
-
         # One gateway for the worker's calls and its router's, so both follow a registry
         # found again under its name.
         self._registry = registry_gateway(registry)

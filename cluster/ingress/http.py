@@ -1,26 +1,30 @@
-"""HTTP plumbing shared by every route: the JSON error format, the error table and auth.
+"""The one HTTP error format and the one table from exceptions to answers.
 
 Errors always answer ``{"error": {"type", "message", "request_id"}}``; predictor failures
-add ``"traceback"`` and ``"status": "FAILURE"``, as a prediction response would.
+add ``"traceback"`` and ``"status": "FAILURE"``, as a prediction response would. ``error_parts``
+is the table: FastAPI's handlers (``install_error_handlers``) and the ASGI layers in front of
+FastAPI (the door, the predict route) both answer through it, so an error reads the same
+whichever layer met it.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster import errors
-from cluster.api.deps import get_key_digest
-from cluster.settings import key_digest
+
+# Imported from here by tests/unit/test_store.py (not the predict path's to change); the
+# key check itself lives in cluster.ingress.auth.
+from cluster.ingress.auth import require_key  # noqa: F401
 
 logger = logging.getLogger("modelyard.http")
 INTERNAL_MESSAGE = "internal error; the server log has the details under this request_id"
@@ -45,22 +49,55 @@ def error_body(
     return body, headers
 
 
-def error_response(
-    request: Request, status: int, error_type: str, message: str, /, **extra: object
-) -> JSONResponse:
-    body, headers = error_body(status, error_type, message, request_id(request), **extra)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def error_parts(
-    exc: errors.ModelyardError | ValidationError, rid: str = ""
-) -> tuple[int, dict, dict[str, str]]:
-    """Status, body and headers for an error raised outside FastAPI's handlers."""
+def error_parts(exc: BaseException, rid: str = "") -> tuple[int, dict, dict[str, str]]:
+    """Status, body and headers answering ``exc``; ``rid`` is the request's id (a new one
+    when the request has none)."""
     rid = rid or uuid.uuid4().hex
-    if isinstance(exc, ValidationError):
-        return 422, *error_body(422, "validation_error", _field_message(exc), rid)
-    status = exc.status_code
-    return status, *error_body(status, exc.error_type, exc.message, rid, **_extra(exc))
+    if isinstance(exc, (ValidationError, RequestValidationError)):
+        return 422, *error_body(422, "validation_error", field_message(exc), rid)
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, *error_body(exc.status_code, "http_error", str(exc.detail), rid)
+    inner = exc if isinstance(exc, errors.ModelyardError) else errors.unwrap(exc)
+    if isinstance(inner, errors.ModelyardError):
+        status = inner.status_code
+        return status, *error_body(status, inner.error_type, inner.message, rid, **_extra(inner))
+    # The exception's text can name files and internals: it goes to the log only, and the
+    # answer carries the request id that finds it there.
+    logger.error("unhandled error (request %s)", rid, exc_info=inner)
+    return 500, *error_body(500, "internal_error", INTERNAL_MESSAGE, rid)
+
+
+def field_message(exc: RequestValidationError | ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _extra(exc: errors.ModelyardError) -> dict:
+    if isinstance(exc, errors.PredictorFailed):
+        return {"status": "FAILURE", "traceback": exc.traceback}
+    if isinstance(exc, (errors.Overloaded, errors.NotReady)) and exc.retry_after_s is not None:
+        return {"retry_after_s": exc.retry_after_s}
+    return {}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the one mapping from exceptions to HTTP answers."""
+
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        status, body, headers = error_parts(exc, request_id(request))
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    for kind in (
+        errors.ModelyardError,
+        RequestValidationError,
+        ValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(kind, answer)
 
 
 class FastJSONResponse(Response):
@@ -72,95 +109,13 @@ class FastJSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """A ``RayTaskError`` from an actor call carries the actor's own exception as ``cause``."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) else exc
-
-
-def _field_message(exc: RequestValidationError | ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the one mapping from exceptions to HTTP answers."""
-
-    @app.exception_handler(errors.ModelyardError)
-    async def _modelyard(request: Request, exc: errors.ModelyardError) -> JSONResponse:
-        return _answer(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, 422, "validation_error", _field_message(exc))
-
-    @app.exception_handler(ValidationError)
-    async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(request, 422, "validation_error", _field_message(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(request, exc.status_code, "http_error", str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _other(request: Request, exc: Exception) -> JSONResponse:
-        inner = unwrap(exc)
-        if isinstance(inner, errors.ModelyardError):
-            return _answer(request, inner)
-        # The exception's text can name files and internals: it goes to the log only, and
-        # the answer carries the request id that finds it there.
-        rid = request_id(request)
-        logger.error("unhandled error (request %s)", rid, exc_info=inner)
-        body, headers = error_body(500, "internal_error", INTERNAL_MESSAGE, rid)
-        return JSONResponse(body, status_code=500, headers=headers)
-
-
-def _answer(request: Request, exc: errors.ModelyardError) -> JSONResponse:
-    return error_response(request, exc.status_code, exc.error_type, exc.message, **_extra(exc))
-
-
-def _extra(exc: errors.ModelyardError) -> dict:
-    if isinstance(exc, errors.PredictorFailed):
-        return {"status": "FAILURE", "traceback": exc.traceback}
-    if isinstance(exc, (errors.Overloaded, errors.NotReady)) and exc.retry_after_s is not None:
-        return {"retry_after_s": exc.retry_after_s}
-    return {}
-
-
-MISSING_KEY = "missing 'Authorization: Bearer <key>' header"
-# Set in the ASGI scope by cluster.ingress.door once it checked the key, so no layer checks twice.
-KEY_CHECKED = "modelyard.key_checked"
-
-
-def key_problem(authorization: bytes | str | None) -> str | None:
-    """Why an ``Authorization`` header value does not carry the admin key, or None if it does.
-
-    The one bearer check, used by the guard middleware, ``require_key`` and the fast lane;
-    the digests are compared in constant time.
-    """
-    if isinstance(authorization, bytes):
-        authorization = authorization.decode("latin-1")
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return MISSING_KEY
-    if not hmac.compare_digest(key_digest(token), get_key_digest()):
-        return "wrong API key"
-    return None
-
-
-class _AdminKey(HTTPBearer):
-    """``require_key``: a security dependency, so /openapi.json shows the bearer scheme."""
-
-    async def __call__(self, request: Request) -> None:  # type: ignore[override]
-        if request.scope.get(KEY_CHECKED):
-            return
-        problem = key_problem(request.headers.get("authorization"))
-        if problem is not None:
-            raise errors.Unauthorized(problem)
-
-
-require_key = _AdminKey(auto_error=False)
+async def send_json(
+    send: Any, status: int, payload: Any, extra_headers: dict[str, str] | None = None
+) -> None:
+    """A whole JSON answer on an ASGI ``send``, for the layers in front of FastAPI."""
+    data = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    if extra_headers:
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra_headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})

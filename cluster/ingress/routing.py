@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 from cluster import errors
 from cluster.actor_gateway import REGISTRY_TIMEOUT_S, ActorGateway
+from cluster.errors import replica_lost
 from cluster.ingress.batcher import Batcher, Limits
 
 logger = logging.getLogger("modelyard.routing")
@@ -34,18 +34,6 @@ logger = logging.getLogger("modelyard.routing")
 NOT_SERVING_YET = ("PENDING", "DEPLOYING")
 SERVING = ("ACTIVE", "UPDATING")
 RECHECK_S = 0.1
-
-
-def replica_lost(exc: BaseException) -> bool:
-    """Whether a handle call failed because its replica died or went away mid-request: the
-    case where the same request, sent again, goes to another replica (predictions are
-    idempotent). An error raised inside the replica (``RayTaskError``) is not one."""
-    from ray.exceptions import RayActorError, RayTaskError
-    from ray.serve.exceptions import ReplicaUnavailableError
-
-    if isinstance(exc, RayTaskError):
-        return False
-    return isinstance(exc, (RayActorError, ReplicaUnavailableError))
 
 
 def registry_gateway(registry: Any, timeout_s: float = REGISTRY_TIMEOUT_S) -> ActorGateway:
@@ -63,7 +51,7 @@ RunningReplicas = Callable[[], Awaitable[dict[str, int]]]
 
 async def serve_running_replicas() -> dict[str, int]:
     """Running replicas per Serve app, as Serve's controller reports them."""
-    from cluster.operator import serve as serving
+    from cluster.operator import serve_state as serving
 
     apps = await serving.applications_async()
     return {name: serving.allocation(app, {}, {}).running_replicas for name, app in apps.items()}
@@ -113,23 +101,6 @@ class Route:
     request_timeout_s: float
     variants: tuple[Variant, ...]
     limits: Limits | None = None  # None: no ingress batching (autoscaling deployments)
-
-    def pick(self, version: int | None = None) -> Variant:
-        """A weighted random live app, or the one serving ``version`` when pinned."""
-        if version is not None:
-            for v in self.variants:
-                if v.version == version:
-                    return v
-            live = ", ".join(str(v.version) for v in self.variants)
-            raise errors.NotFound(
-                f"deployment '{self.name}' does not serve version {version} (live: {live})"
-            )
-        weighted = [v for v in self.variants if v.weight > 0]
-        if len(weighted) == 1:
-            return weighted[0]
-        if not weighted:
-            return self.variants[0]
-        return random.choices(weighted, weights=[v.weight for v in weighted])[0]
 
 
 class Router:
@@ -250,7 +221,7 @@ class Router:
         if handle is None:
             from ray import serve
 
-            from cluster.operator.serve import SERVER_DEPLOYMENT
+            from cluster.operator.serve_state import SERVER_DEPLOYMENT
 
             handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app, _check_exists=False)
             self._handles[app] = handle

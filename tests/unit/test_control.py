@@ -1,7 +1,6 @@
-"""The control plane with fake actors and fake replicas: every registry and operator call is
-bounded (503 with Retry-After), a registry created again under its name is found again, and
-a prediction whose replica dies is sent once more, never twice, and never after the model
-itself failed."""
+"""The control plane with fake actors: every registry and operator call is bounded (503 with
+Retry-After), and a registry created again under its name is found again, by the control
+plane and its router alike."""
 
 from __future__ import annotations
 
@@ -16,12 +15,12 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutErro
 from cluster import errors
 from cluster.actor_gateway import ActorGateway
 from cluster.api import deploy_tasks as tasks
-from cluster.api import deployments, deps
+from cluster.api import deployments
 from cluster.api.control import ControlPlane
+from cluster.ingress import context
 from cluster.ingress.http import install_error_handlers
 from cluster.ingress.metrics import Metrics
-from cluster.ingress.routing import Route, Router, Variant
-from cluster.schemas import PredictRequest
+from cluster.ingress.routing import Router
 
 TIMEOUT_S = 0.3
 
@@ -103,7 +102,7 @@ def http():
 )
 def test_a_registry_that_cannot_answer_gives_503_with_retry_after(http, mode):
     control = control_plane(FakeActor(mode))
-    deps.configure(control, "digest")
+    context.configure(control, "digest")
     start = time.monotonic()
     resp = http.get("/v1/deployments")
     assert time.monotonic() - start < TIMEOUT_S + 2.0
@@ -118,7 +117,7 @@ def test_a_registry_that_cannot_answer_gives_503_with_retry_after(http, mode):
 def test_the_registry_own_errors_pass_through(http):
     inside = RayTaskError("get_task", "Traceback ...", errors.NotFound("task 'x' does not exist"))
     control = control_plane(FakeActor(inside.as_instanceof_cause()))
-    deps.configure(control, "digest")
+    context.configure(control, "digest")
     resp = http.get("/v1/tasks/x")
     assert resp.status_code == 404
     assert resp.json()["error"]["message"] == "task 'x' does not exist"
@@ -177,95 +176,8 @@ def test_a_name_that_resolves_to_the_same_dead_actor_is_503():
     assert dead.calls == ["list_models"]  # no second call to a handle known dead
 
 
-# -- predictions whose replica dies ---------------------------------------------------------
-
-
-class Response:
-    def __init__(self, outcome: object) -> None:
-        self.outcome = outcome
-
-    def __await__(self):
-        async def settle():
-            if isinstance(self.outcome, BaseException):
-                raise self.outcome
-            return self.outcome
-
-        return settle().__await__()
-
-    def cancel(self) -> None:
-        return None
-
-
-class FakeHandle:
-    """Each call takes the next outcome: an answer dict or an exception to raise."""
-
-    def __init__(self, *outcomes: object) -> None:
-        self.outcomes = list(outcomes)
-        self.calls = 0
-
-    def options(self, **_: object) -> FakeHandle:
-        return self
-
-    def remote(self, payload):
-        self.calls += 1
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, dict) and isinstance(payload, list):  # predict_many
-            return Response([outcome] * len(payload))
-        return Response(outcome)
-
-
-OK = {"ok": True, "result": {"y": 1}, "model_version": 1}
-FAILED = {"ok": False, "error_type": "predictor", "error": "ValueError: bad", "traceback": "T"}
-
-
-def predict_with(handle: FakeHandle, batched: bool) -> dict:
-    from cluster.ingress.batcher import Limits
-
+def test_the_control_plane_predicts_through_the_predict_service():
     control = control_plane(FakeActor())
-    route = Route(
-        name="d",
-        status="ACTIVE",
-        kind="custom",
-        model_version=1,
-        request_timeout_s=5.0,
-        variants=(Variant("d--v1", 1, 100),),
-        limits=Limits() if batched else None,
-    )
-    control.router._routes["d"] = route
-    control.router._handles["d--v1"] = handle
-    control.router.start = lambda: None  # no background refresh in this test
-    return asyncio.run(control.predict("d", PredictRequest(args={"x": 1})))
-
-
-@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
-def test_a_replica_that_dies_mid_request_is_retried_once_and_answers(batched):
-    handle = FakeHandle(ActorDiedError(), OK)
-    assert predict_with(handle, batched)["result"] == {"y": 1}
-    assert handle.calls == 2
-
-
-@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
-def test_two_deaths_are_503(batched):
-    handle = FakeHandle(ActorDiedError(), ActorUnavailableError("gone", None), OK)
-    with pytest.raises(errors.Unavailable) as info:
-        predict_with(handle, batched)
-    assert info.value.status_code == 503 and info.value.retry_after_s
-    assert handle.calls == 2
-
-
-@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
-def test_a_predictor_failure_is_not_retried(batched):
-    handle = FakeHandle(FAILED, OK)
-    with pytest.raises(errors.PredictorFailed) as info:
-        predict_with(handle, batched)
-    assert info.value.traceback == "T"
-    assert handle.calls == 1
-
-
-@pytest.mark.parametrize("batched", [True, False], ids=["batcher", "per-request"])
-def test_an_unknown_upstream_error_is_not_retried_and_its_text_stays_out(batched):
-    handle = FakeHandle(RuntimeError("/srv/secret/path.py line 3"), OK)
-    with pytest.raises(errors.NotReady) as info:
-        predict_with(handle, batched)
-    assert "/srv/secret" not in info.value.message
-    assert handle.calls == 1
+    assert control.predict == control.predictions.predict
+    assert control.predictions.router is control.router
+    assert control.predictions.metrics is control.metrics

@@ -10,8 +10,10 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from cluster import errors
-from cluster.api import deps
-from cluster.ingress.http import install_error_handlers, require_key, unwrap
+from cluster.errors import unwrap
+from cluster.ingress import context
+from cluster.ingress.auth import require_key
+from cluster.ingress.http import error_parts, install_error_handlers
 from cluster.schemas import DeploymentConfig
 from cluster.settings import key_digest
 
@@ -90,7 +92,7 @@ def client():
     def secret_annotated(_: Annotated[None, Depends(require_key)]) -> dict:
         return {"ok": True}
 
-    deps.configure(control=object(), key_digest=key_digest(KEY))
+    context.configure(control=object(), key_digest=key_digest(KEY))  # type: ignore[arg-type]
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -232,8 +234,6 @@ def test_auth(client, path):
 
 
 def test_errors_answered_outside_fastapi_carry_retry_after_too():
-    from cluster.ingress.http import error_parts
-
     status, body, headers = error_parts(errors.Unavailable("registry restarting"), "r9")
     assert (status, headers) == (503, {"Retry-After": "1"})
     assert body["error"] == {

@@ -12,7 +12,8 @@ from ray.serve.exceptions import ReplicaUnavailableError
 
 from cluster import errors
 from cluster.actor_gateway import ActorGateway
-from cluster.ingress.routing import ReadinessProbe, Router, replica_lost
+from cluster.errors import replica_lost
+from cluster.ingress.routing import ReadinessProbe, Router
 
 TIMEOUT_S = 0.3
 

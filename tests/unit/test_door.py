@@ -1,4 +1,5 @@
-"""The guard: key and body size checked before anything reads the body; text limits."""
+"""The door: key and body size checked before anything reads the body, then predictions to
+the predict route and everything else to FastAPI; the text limits' messages."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from cluster.api import deps
-from cluster.ingress import door as guard
+from cluster.ingress import context, door
 from cluster.ingress.app import app
-from cluster.ingress.door import Guard
-from cluster.ingress.http import KEY_CHECKED, error_parts
+from cluster.ingress.auth import KEY_CHECKED
+from cluster.ingress.door import Door
+from cluster.ingress.http import error_parts
 from cluster.schemas import EmbedArgs
 from cluster.schemas.predictions import MAX_TEXT_CHARS, MAX_TEXTS
 from cluster.settings import key_digest
@@ -27,8 +28,8 @@ CHUNK = 64 << 10
 
 @pytest.fixture(autouse=True)
 def limits(monkeypatch):
-    monkeypatch.setitem(guard._limits, "max_body_bytes", LIMIT)
-    deps.configure(NoControl(), key_digest(KEY))  # type: ignore[arg-type]
+    monkeypatch.setitem(door._limits, "max_body_bytes", LIMIT)
+    context.configure(NoControl(), key_digest(KEY))  # type: ignore[arg-type]
 
 
 class NoControl:
@@ -44,16 +45,18 @@ class NoControl:
 
 
 class Source:
-    """The client side: a body of ``size`` bytes handed out ``CHUNK`` bytes per receive."""
+    """The client side: a body of ``size`` bytes (or ``content``) handed out ``CHUNK`` bytes
+    per receive."""
 
-    def __init__(self, size: int) -> None:
-        self.size, self.calls, self.handed = size, 0, 0
+    def __init__(self, size: int, content: bytes | None = None) -> None:
+        self.content = b"x" * size if content is None else content
+        self.size, self.calls, self.handed = len(self.content), 0, 0
 
     async def receive(self) -> dict:
         self.calls += 1
-        n = min(CHUNK, self.size - self.handed)
-        self.handed += n
-        return {"type": "http.request", "body": b"x" * n, "more_body": self.handed < self.size}
+        chunk = self.content[self.handed : self.handed + CHUNK]
+        self.handed += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": self.handed < self.size}
 
 
 class Reader:
@@ -84,9 +87,9 @@ def call(path: str, headers: list, source: Source, method: str = "POST"):
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": path, "headers": headers}
-    asyncio.run(Guard(inner)(scope, source.receive, send))
+    asyncio.run(Door(inner)(scope, source.receive, send))
     starts = [m for m in sent if m["type"] == "http.response.start"]
-    assert len(starts) == 1, sent  # one answer, never the app's after the guard's
+    assert len(starts) == 1, sent  # one answer, never the app's after the door's
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return starts[0]["status"], orjson.loads(body), inner
 
@@ -120,20 +123,61 @@ def test_a_declared_big_body_with_the_key_is_413_unread():
 
 def test_a_chunked_body_over_the_limit_is_413_and_reading_stops():
     source = Source(BIG)
-    status, body, inner = call("/v1/deployments/d/predict", [AUTH], source)
+    status, body, inner = call("/v1/models", [AUTH], source)
     assert status == 413 and body["error"]["type"] == "payload_too_large"
     assert source.handed <= LIMIT + CHUNK  # stopped at the limit, not at 20 MiB
     assert len(inner.body) <= LIMIT  # the chunk that crossed it was not handed on
     assert inner.saw_disconnect
 
 
+def test_a_chunked_prediction_over_the_limit_is_413_before_the_predict_service():
+    source = Source(BIG)  # NoControl: reaching the predict service fails the test
+    status, body, inner = call("/v1/deployments/d/predict", [AUTH], source)
+    assert status == 413 and body["error"]["type"] == "payload_too_large"
+    assert source.handed <= LIMIT + CHUNK and not inner.called
+
+
 def test_a_small_body_passes_through_with_the_verdict_in_the_scope():
     for headers in ([AUTH, length(LIMIT)], [AUTH]):  # declared, and chunked
         source = Source(LIMIT)
-        status, body, inner = call("/v1/deployments/d/predict", headers, source)
+        status, body, inner = call("/v1/models", headers, source)
         assert status == 200 and body == {"read": LIMIT}
         assert inner.scope[KEY_CHECKED] is True
-        assert inner.scope[guard.HEADERS][b"authorization"] == b"Bearer secret"
+
+
+class Predictions:
+    """The predict service: answers every prediction with the name and args it got."""
+
+    async def predict(self, name, req, version=None):
+        return {"status": "SUCCESS", "result": {"name": name, "args": req.args}}
+
+
+class PredictOnly(NoControl):
+    predictions = Predictions()
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_prediction_goes_to_the_predict_route_and_not_to_fastapi(declared):
+    context.configure(PredictOnly(), key_digest(KEY))  # type: ignore[arg-type]
+    content = orjson.dumps({"args": {"texts": ["x" * 200_000]}})  # several chunks
+    headers = [AUTH, length(len(content))] if declared else [AUTH]
+    status, body, inner = call("/v1/deployments/d/predict", headers, Source(0, content))
+    assert status == 200 and not inner.called
+    assert body["result"] == {"name": "d", "args": {"texts": ["x" * 200_000]}}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/deployments/d/predict"),  # FastAPI's 405
+        ("POST", "/v1/deployments/d/async-predict"),
+        ("POST", "/v1/deployments/d/predict/more"),
+        ("POST", "/v1/deployments/predict"),
+    ],
+)
+def test_everything_but_a_prediction_goes_to_fastapi(method, path):
+    status, _, inner = call(path, [AUTH], Source(0), method=method)
+    assert status == 200 and inner.called
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/metrics", "/docs", "/openapi.json"])
