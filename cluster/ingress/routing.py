@@ -23,10 +23,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ray import serve
+
 from cluster import errors
 from cluster.actor_gateway import REGISTRY_TIMEOUT_S, ActorGateway
 from cluster.errors import replica_lost
 from cluster.ingress.batcher import Batcher, Limits
+from cluster.operator import serve_state as serving
+from cluster.operator.serve_state import SERVER_DEPLOYMENT
+from cluster.settings import REGISTRY_ACTOR
 
 logger = logging.getLogger("modelyard.routing")
 
@@ -41,8 +46,6 @@ def registry_gateway(registry: Any, timeout_s: float = REGISTRY_TIMEOUT_S) -> Ac
     ``registry_timeout_s``)."""
     if isinstance(registry, ActorGateway):
         return registry
-    from cluster.settings import REGISTRY_ACTOR
-
     return ActorGateway(REGISTRY_ACTOR, registry, timeout_s)
 
 
@@ -51,8 +54,6 @@ RunningReplicas = Callable[[], Awaitable[dict[str, int]]]
 
 async def serve_running_replicas() -> dict[str, int]:
     """Running replicas per Serve app, as Serve's controller reports them."""
-    from cluster.operator import serve_state as serving
-
     apps = await serving.applications_async()
     return {name: serving.allocation(app, {}, {}).running_replicas for name, app in apps.items()}
 
@@ -219,10 +220,6 @@ class Router:
     def handle(self, app: str) -> Any:
         handle = self._handles.get(app)
         if handle is None:
-            from ray import serve
-
-            from cluster.operator.serve_state import SERVER_DEPLOYMENT
-
             handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app, _check_exists=False)
             self._handles[app] = handle
         return handle
