@@ -5,13 +5,14 @@ documents it, and runs the same code where it runs at all."""
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from cluster import errors
 from cluster.api import deployments
 from cluster.ingress import context, predict_route
 from cluster.ingress.app import app
+from cluster.ingress.auth import require_key
 from cluster.ingress.http import install_error_handlers
 from cluster.settings import key_digest
 
@@ -181,17 +182,24 @@ def without_door():
     """FastAPI's own declaration of the route, as an app built without the door runs it."""
     bare = FastAPI()
     install_error_handlers(bare)
-    bare.include_router(deployments.router, prefix="/v1")
+    bare.include_router(deployments.router, prefix="/v1", dependencies=[Depends(require_key)])
     with TestClient(bare, raise_server_exceptions=False) as client:
         yield client
 
 
+def test_without_the_door_fastapi_checks_the_key(service, without_door):
+    resp = without_door.post(PATH, json={"args": {}}, headers={"Authorization": "Bearer nope"})
+    assert resp.status_code == 401 and service.calls == []
+
+
 def test_fastapis_declaration_runs_the_same_route_code(service, http, without_door):
-    ok = without_door.post(PATH, json={"args": {"a": 1}}, headers={"X-Model-Version": "4"})
+    ok = without_door.post(PATH, json={"args": {"a": 1}}, headers={**AUTH, "X-Model-Version": "4"})
     assert ok.status_code == 200 and ok.json()["result"] == {"echo": {"a": 1}}
     assert service.calls == [("d", {"a": 1}, 4)]
     for body, headers in ((b'{"args": 5}', {}), (b"{}", {"X-Model-Version": "0"})):
-        bare = without_door.post(PATH, content=body, headers={**headers, "X-Request-Id": "r"})
+        bare = without_door.post(
+            PATH, content=body, headers={**AUTH, **headers, "X-Request-Id": "r"}
+        )
         door = http.post(PATH, content=body, headers={**AUTH, **headers, "X-Request-Id": "r"})
         assert bare.status_code == door.status_code == 422
         assert bare.json() == door.json()
