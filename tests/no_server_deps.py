@@ -56,6 +56,8 @@ class _NotInstalled:
 sys.meta_path.insert(0, _NotInstalled())
 """
 
+# Runs after the code, also when it exits (a CLI's ``main()`` does). It catches the server
+# modules the blocker cannot: those whose own imports need nothing blocked.
 CHECK = f"""
 SERVER_MODULES = {SERVER_MODULES!r}
 loaded = sorted(
@@ -66,14 +68,27 @@ assert not loaded, f"server modules imported: {{loaded}}"
 """
 
 
+def program(code: str) -> str:
+    """The blocker, then ``code`` as a ``__main__``, then the check."""
+    body = f"exec(compile({code!r}, '<code>', 'exec'), {{'__name__': '__main__'}})"
+    check = "".join(f"    {line}\n" for line in CHECK.strip().splitlines())
+    return f"{PRELUDE}\ntry:\n    {body}\nfinally:\n{check}"
+
+
+def cli(*args: str) -> str:
+    """Code that runs ``modelyard ARGS`` (its exit status is the run's)."""
+    argv = ["modelyard", *args]
+    return f"import sys\nsys.argv = {argv!r}\nfrom cluster.cli import main\nmain()\n"
+
+
 def run(
     code: str, env: dict[str, str] | None = None, timeout_s: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """``code`` in a fresh interpreter without the server's packages, then a check that no
-    server module got imported; its output as text."""
+    server module got imported (exit status 1 if one did); its output as text."""
     environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-c", PRELUDE + code + CHECK],
+        [sys.executable, "-c", program(code)],
         cwd=ROOT,
         env=environ,
         capture_output=True,

@@ -44,9 +44,7 @@ def test_client_commands_run_and_explain_a_server_they_cannot_reach():
 
 @pytest.mark.parametrize("command", ["up", "down"])
 def test_up_and_down_say_to_install_the_server_extras(command):
-    result = no_server_deps.run(
-        f"import sys; sys.argv = ['modelyard', {command!r}]\nfrom cluster.cli import main\nmain()\n"
-    )
+    result = no_server_deps.run(no_server_deps.cli(command))
     assert result.returncode == 1, result.stderr
     message = " ".join(result.stderr.split())
     assert f"'modelyard {command}' runs the server" in message
