@@ -3,7 +3,9 @@ pairs and swap the deployment to the fine-tuned version.
 
     MODELYARD_URL=http://127.0.0.1:8000 python examples/driver.py
 
-The key comes from MODELYARD_API_KEY or the key file that `modelyard up` wrote.
+The key comes from MODELYARD_API_KEY or the key file that `modelyard up` wrote. The script
+needs only the client (`pip install modelyard`); the server it talks to runs with
+`modelyard[server]`.
 """
 
 from __future__ import annotations
