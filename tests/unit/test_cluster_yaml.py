@@ -65,8 +65,11 @@ def test_setup_installs_torch_pin_before_project(config: dict[str, Any]) -> None
     assert torch_at, "no setup command installs torch==2.13.0"
     assert project, "no setup command installs the project (pip install -e <dir>)"
     assert torch_at[0] < project[0][0], "torch must be installed before the project"
+    target = project[0][1].strip("'\"").replace("$HOME/", "~/")
+    # The nodes serve and train: the server extras, not the client-only install.
+    assert target.endswith("[server]"), f"install {target!r} with its [server] extras"
     # The directory installed is the one file_mounts brings to the nodes.
-    assert project[0][1] in config["file_mounts"]
+    assert target.removesuffix("[server]") in config["file_mounts"]
 
 
 def test_head_starts_ray_then_modelyard(config: dict[str, Any]) -> None:

@@ -155,3 +155,9 @@ def test_files_the_docs_name_exist(doc: Path) -> None:
     names |= {f.name for f in ROOT.iterdir()}
     missing += [f for f in FILE_IN_CODE.findall(text) if f not in names]
     assert not missing, f"{doc.relative_to(ROOT)} names files that do not exist: {missing}"
+
+
+def test_the_driver_script_is_shown_whole() -> None:
+    """docs/client.md prints examples/driver.py as it is (the e2e suite runs the file)."""
+    driver = (ROOT / "examples" / "driver.py").read_text().strip()
+    assert driver in (ROOT / "docs" / "client.md").read_text()
