@@ -5,17 +5,5 @@ from __future__ import annotations
 
 import os
 
-# Modules owned elsewhere still import these from here; they go once those import
-# tests.e2e.support instead.
-from tests.e2e.support import (  # noqa: F401
-    API_KEY,
-    ROOT,
-    LocalCluster,
-    deploy,
-    free_port,
-    register,
-    wait_for,
-)
-
 # The bundled models load from their packages; nothing may reach for the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
