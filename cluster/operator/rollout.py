@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from cluster.operator.serve_state import AppState
+from cluster.registry.rollouts import rollback
 from cluster.schemas import Allocation, DeploymentRecord, RolloutState
 from cluster.traffic_stats import window
 
@@ -212,21 +213,10 @@ def _shifting(r: RolloutState, view: dict, now: datetime) -> Step:
 def abort(
     r: RolloutState, reason: str, status: str, now: datetime, measured: dict | None = None
 ) -> Step:
-    """Send all traffic back to blue now; green is deleted once it has drained."""
-    return Step(
-        record={
-            **_set(
-                r,
-                phase="aborting",
-                abort_reason=reason,
-                abort_status=status,
-                step_started_at=now,  # the drain is timed from the abort
-            ),
-            "traffic": {r.blue_app: 100},
-        },
-        task={"status": "processing", "detail": {"phase": "aborting", "reason": reason}},
-        events=[("rollback", reason, measured or {})],
-    )
+    """Send all traffic back to blue now; green is deleted once it has drained. The same
+    step the registry takes when a user aborts, so the rule lives in one place."""
+    record, task, events = rollback(r, reason, status, now, measured)
+    return Step(record=record, task=task, events=events)
 
 
 def _finish_when_drained(
