@@ -7,7 +7,7 @@ from __future__ import annotations
 from cluster.operator.rollout import step
 from cluster.operator.serve_state import AppState
 from cluster.schemas import Allocation
-from tests.unit.test_rollout import (
+from tests.unit.rollout_support import (
     BLUE,
     FULL,
     GREEN,
