@@ -187,8 +187,8 @@ def bin_dir() -> str:
 
 def as_run_here(command: str, url: str) -> str:
     command = command.replace("http://127.0.0.1:8000", url)
-    command = command.replace('"$PWD/.venv/bin/', f'"{bin_dir()}/')
-    return command.replace(".venv/bin/", f"{bin_dir()}/")
+    # One pass: a venv directory put in must not be matched again.
+    return re.sub(r"(?:\$PWD/)?\.venv/bin/", lambda _: f"{bin_dir()}/", command)
 
 
 def run(command: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
