@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cluster import errors
-from cluster.settings import Settings
+from cluster.settings import OPERATOR_ACTOR, REGISTRY_ACTOR, Settings
 
 logger = logging.getLogger("modelyard.gateway")
 
@@ -172,3 +172,19 @@ class ActorGateway:
             return False
         self.handle = fresh
         return True
+
+
+def registry_gateway(registry: Any, timeout_s: float = REGISTRY_TIMEOUT_S) -> ActorGateway:
+    """The registry handle behind a gateway bounded by ``timeout_s`` (the ingress passes its
+    ``registry_timeout_s``)."""
+    if isinstance(registry, ActorGateway):
+        return registry
+    return ActorGateway(REGISTRY_ACTOR, registry, timeout_s)
+
+
+def operator_gateway(operator: Any, timeout_s: float = OPERATOR_TIMEOUT_S) -> ActorGateway:
+    """The operator handle behind a gateway bounded by ``timeout_s`` (the ingress passes its
+    ``operator_timeout_s``)."""
+    if isinstance(operator, ActorGateway):
+        return operator
+    return ActorGateway(OPERATOR_ACTOR, operator, timeout_s)

@@ -15,11 +15,11 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from cluster import errors
-from cluster.actor_gateway import OPERATOR_TIMEOUT_S, ActorGateway
+from cluster.actor_gateway import operator_gateway, registry_gateway
 from cluster.errors import unwrap
 from cluster.ingress.metrics import Metrics
 from cluster.ingress.predict import PredictService
-from cluster.ingress.routing import Router, registry_gateway
+from cluster.ingress.routing import Router
 from cluster.operator import capacity
 from cluster.operator import serve_state as serving
 from cluster.schemas import (
@@ -32,7 +32,7 @@ from cluster.schemas import (
     SetVersionRequest,
     Task,
 )
-from cluster.settings import ASYNC_WORKER_ACTOR, NAMESPACE, OPERATOR_ACTOR, Settings
+from cluster.settings import ASYNC_WORKER_ACTOR, NAMESPACE, Settings
 
 logger = logging.getLogger("modelyard.control")
 T = TypeVar("T")
@@ -50,14 +50,6 @@ def _reached(wait_for: str, task: Task) -> bool:
     if wait_for == "started":
         return state in ("started", "fully_allocated")
     return state == "fully_allocated"
-
-
-def operator_gateway(operator: Any, timeout_s: float = OPERATOR_TIMEOUT_S) -> ActorGateway:
-    """The operator handle behind a gateway bounded by ``timeout_s`` (the ingress passes its
-    ``operator_timeout_s``)."""
-    if isinstance(operator, ActorGateway):
-        return operator
-    return ActorGateway(OPERATOR_ACTOR, operator, timeout_s)
 
 
 async def _bounded(aw: Awaitable[T], what: str, timeout_s: float = SERVE_READ_TIMEOUT_S) -> T:

@@ -12,8 +12,6 @@ from cluster.ingress import context
 # Plain reads of the replica's settings, for the routes that check paths against them.
 get_settings = context.get_settings
 get_storage_root = context.get_storage_root
-# tests/unit/test_store.py configures the replica through this module.
-configure = context.configure
 
 
 async def get_control() -> ControlPlane:

@@ -6,6 +6,7 @@ import ray
 from fastapi import Depends, FastAPI
 from ray import serve
 
+from cluster.actor_gateway import operator_gateway, registry_gateway
 from cluster.api import (
     async_predictions,
     batch,
@@ -16,13 +17,13 @@ from cluster.api import (
     models,
     system,
 )
-from cluster.api.control import ControlPlane, operator_gateway
+from cluster.api.control import ControlPlane
 from cluster.ingress import context, door
 from cluster.ingress.auth import require_key
 from cluster.ingress.door import Door
 from cluster.ingress.http import install_error_handlers
 from cluster.ingress.metrics import Metrics
-from cluster.ingress.routing import Router, registry_gateway
+from cluster.ingress.routing import Router
 from cluster.registry.actor import registry_handle
 from cluster.settings import NAMESPACE, OPERATOR_ACTOR, Settings
 

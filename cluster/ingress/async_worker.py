@@ -14,9 +14,10 @@ import logging
 from typing import Any
 
 from cluster import errors
+from cluster.actor_gateway import registry_gateway
 from cluster.api.control import ControlPlane
 from cluster.ingress.metrics import Metrics
-from cluster.ingress.routing import Router, registry_gateway
+from cluster.ingress.routing import Router
 from cluster.schemas import AsyncTask
 
 logger = logging.getLogger("modelyard.async")

@@ -22,10 +22,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster import errors
 
-# Imported from here by tests/unit/test_store.py (not the predict path's to change); the
-# key check itself lives in cluster.ingress.auth.
-from cluster.ingress.auth import require_key  # noqa: F401
-
 logger = logging.getLogger("modelyard.http")
 INTERNAL_MESSAGE = "internal error; the server log has the details under this request_id"
 

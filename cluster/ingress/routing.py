@@ -26,12 +26,11 @@ from typing import Any
 from ray import serve
 
 from cluster import errors
-from cluster.actor_gateway import REGISTRY_TIMEOUT_S, ActorGateway
+from cluster.actor_gateway import registry_gateway
 from cluster.errors import replica_lost
 from cluster.ingress.batcher import Batcher, Limits
 from cluster.operator import serve_state as serving
 from cluster.operator.serve_state import SERVER_DEPLOYMENT
-from cluster.settings import REGISTRY_ACTOR
 
 logger = logging.getLogger("modelyard.routing")
 
@@ -39,14 +38,6 @@ logger = logging.getLogger("modelyard.routing")
 NOT_SERVING_YET = ("PENDING", "DEPLOYING")
 SERVING = ("ACTIVE", "UPDATING")
 RECHECK_S = 0.1
-
-
-def registry_gateway(registry: Any, timeout_s: float = REGISTRY_TIMEOUT_S) -> ActorGateway:
-    """The registry handle behind a gateway bounded by ``timeout_s`` (the ingress passes its
-    ``registry_timeout_s``)."""
-    if isinstance(registry, ActorGateway):
-        return registry
-    return ActorGateway(REGISTRY_ACTOR, registry, timeout_s)
 
 
 RunningReplicas = Callable[[], Awaitable[dict[str, int]]]

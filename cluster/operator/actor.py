@@ -14,6 +14,7 @@ import logging
 import threading
 from typing import Any
 
+from cluster.actor_gateway import registry_gateway
 from cluster.operator.reconcile import Plan, plan, settled
 from cluster.operator.serve_gateway import RayServeGateway, ServeGateway
 from cluster.operator.serve_state import allocation
@@ -41,8 +42,6 @@ class Operator:
         batch: Any = None,
         deploy_timeout_s: float | None = None,
     ):
-        from cluster.ingress.routing import registry_gateway
-
         # Bounded calls that find a registry killed for good and created again by name.
         self._registry = registry_gateway(registry, REGISTRY_TIMEOUT_S)
         for runner in (finetune, batch):

@@ -364,8 +364,10 @@ def test_get_admin_quarantine_lists_the_rows_set_aside_for_the_admin_only(db):
     from fastapi import Depends, FastAPI
     from fastapi.testclient import TestClient
 
-    from cluster.api import deps, system
-    from cluster.ingress.http import install_error_handlers, require_key
+    from cluster.api import system
+    from cluster.ingress import context
+    from cluster.ingress.auth import require_key
+    from cluster.ingress.http import install_error_handlers
     from cluster.settings import key_digest
 
     reg = RegistryCore(db)
@@ -375,7 +377,7 @@ def test_get_admin_quarantine_lists_the_rows_set_aside_for_the_admin_only(db):
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(system.router, prefix="/v1", dependencies=[Depends(require_key)])
-    deps.configure(control=FakeControl(RegistryCore(db)), key_digest=key_digest("k"))
+    context.configure(control=FakeControl(RegistryCore(db)), key_digest=key_digest("k"))
     client = TestClient(app)
     assert client.get("/v1/admin/quarantine").status_code == 401
     resp = client.get("/v1/admin/quarantine", headers={"Authorization": "Bearer k"})
