@@ -10,49 +10,22 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-MAX_INLINE_PAIRS = 10_000
+# The pair checks are the API's too: the request schema validates inline pairs with them.
+from cluster.schemas.training import (  # noqa: F401  (re-exported for the trainer)
+    FIELDS,
+    MAX_INLINE_PAIRS,
+    MAX_TEXT_CHARS,
+    Pair,
+    check_pair,
+    parse_inline,
+)
+
 MAX_EVAL_PAIRS = 5_000  # retrieval over N held-out pairs costs N x N similarities
-MAX_TEXT_CHARS = 20_000
-FIELDS = ("anchor", "positive")
-
-
-class Pair(NamedTuple):
-    anchor: str
-    positive: str
-
-
-def check_pair(item: Any, where: str) -> Pair:
-    """One validated pair; ``where`` ("line 3", "pairs[2]") starts every error message."""
-    if not isinstance(item, Mapping):
-        raise ValueError(
-            f'{where}: expected an object {{"anchor": "...", "positive": "..."}}, '
-            f"got {type(item).__name__}"
-        )
-    missing = [f for f in FIELDS if f not in item]
-    if missing:
-        raise ValueError(f"{where}: missing {' and '.join(repr(f) for f in missing)}")
-    extra = sorted(set(item) - set(FIELDS))
-    if extra:
-        raise ValueError(
-            f"{where}: unknown field(s) {', '.join(map(repr, extra))}; "
-            "only 'anchor' and 'positive' are allowed"
-        )
-    for field in FIELDS:
-        value = item[field]
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: {field!r} must be a string, got {type(value).__name__}")
-        if not value.strip():
-            raise ValueError(f"{where}: {field!r} is empty")
-        if len(value) > MAX_TEXT_CHARS:
-            raise ValueError(
-                f"{where}: {field!r} has {len(value)} characters; the limit is {MAX_TEXT_CHARS}"
-            )
-    return Pair(item["anchor"], item["positive"])
 
 
 def parse_jsonl(lines: Iterable[str]) -> list[Pair]:
@@ -71,18 +44,6 @@ def parse_jsonl(lines: Iterable[str]) -> list[Pair]:
     if not pairs:
         raise ValueError("the dataset has no pairs; give at least 2 (anchor, positive) lines")
     return pairs
-
-
-def parse_inline(items: Sequence[Any]) -> list[Pair]:
-    """Pairs given in the request itself, bounded so a request body stays small."""
-    if len(items) > MAX_INLINE_PAIRS:
-        raise ValueError(
-            f"{len(items)} inline pairs is more than {MAX_INLINE_PAIRS}; "
-            'upload them as JSONL and pass {"uri": "<path>"} instead'
-        )
-    if not items:
-        raise ValueError("'pairs' is empty; give at least 2 (anchor, positive) pairs")
-    return [check_pair(item, f"pairs[{i}]") for i, item in enumerate(items)]
 
 
 def read_lines(uri: str) -> list[str]:
