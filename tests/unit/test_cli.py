@@ -4,46 +4,13 @@ send, what they print, and their exit codes (0 ok, 1 server error or failed task
 from __future__ import annotations
 
 import json
-import time
-from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
 from cluster.cli import app, common
 from cluster.client import Client
-from tests.unit.test_client import NOW, Server, deployment_body, error, rollout_task, task
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def serve(monkeypatch):
-    """``serve(routes)``: the commands' client answers from ``routes``; returns the Server."""
-
-    def install(routes: dict[tuple[str, str], Any]) -> Server:
-        routes.setdefault(("GET", "/v1/deployments/d"), deployment_body())
-        server = Server(routes)
-        monkeypatch.setattr(
-            common,
-            "make_client",
-            lambda url, key: Client(
-                url="http://cli.test", api_key=key or "k", transport=httpx.MockTransport(server)
-            ),
-        )
-        return server
-
-    return install
-
-
-@pytest.fixture
-def no_sleep(monkeypatch):
-    monkeypatch.setattr(time, "sleep", lambda s: None)
-
-
-def run(*args: str):
-    return runner.invoke(app, list(args), env={"COLUMNS": "200"})
+from tests.unit.client_support import NOW, deployment_body, error, rollout_task, run, runner, task
 
 
 def sequence(*bodies: dict):

@@ -6,9 +6,7 @@ import json
 
 import httpx
 
-from tests.unit.test_cli import no_sleep, run, serve  # noqa: F401  (fixtures)
-from tests.unit.test_client import error
-from tests.unit.test_client_finetune import PAIRS, PATH, ft_task, steps
+from tests.unit.client_support import PAIRS, PATH, error, ft_task, run, steps
 
 
 def test_tune_sends_inline_pairs_from_a_local_file_and_the_params_given(serve, tmp_path):  # noqa: F811

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -31,33 +28,15 @@ from cluster.client import (
     describe_task,
 )
 from cluster.schemas import DeploymentPublic, RolloutOptions
-
-NOW = "2025-01-01T00:00:00Z"
-
-
-def make_client(handler: Callable[[httpx.Request], httpx.Response], **kwargs) -> Client:
-    return Client(
-        url="http://modelyard.test", api_key="k", transport=httpx.MockTransport(handler), **kwargs
-    )
-
-
-def error(code: int, type_: str, message: str, /, **extra) -> httpx.Response:
-    body = {"error": {"type": type_, "message": message, "request_id": "rid-1"}, **extra}
-    headers = {"Retry-After": "0"} if code == 429 else {}
-    return httpx.Response(code, json=body, headers=headers)
-
-
-def task(status: str = "done", **fields) -> dict:
-    return {"id": "deploy-abc", "kind": "deploy", "status": status, "created_at": NOW,
-            "updated_at": NOW, **fields}  # fmt: skip
-
-
-@pytest.fixture
-def no_sleep(monkeypatch) -> list[float]:
-    slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
-    return slept
-
+from tests.unit.client_support import (
+    NOW,
+    Server,
+    deployment_body,
+    error,
+    make_client,
+    rollout_task,
+    task,
+)
 
 # ---------------------------------------------------------------- 429 retries
 
@@ -322,41 +301,6 @@ def test_async_unknown_deployment_is_not_found():
 
 
 # ---------------------------------------------------------------- swaps, lifecycle, tasks
-
-
-class Server:
-    """Answers by (method, path) from ``routes`` (a JSON body, a Response or a callable);
-    records every request with its decoded body."""
-
-    def __init__(self, routes: dict[tuple[str, str], Any]) -> None:
-        self.routes = routes
-        self.seen: list[tuple[str, str, dict, Any]] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        sent = json.loads(request.content) if request.content else None
-        self.seen.append((request.method, request.url.path, dict(request.url.params), sent))
-        answer = self.routes[(request.method, request.url.path)]
-        answer = answer(request) if callable(answer) else answer
-        return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
-
-    def bodies(self, method: str) -> list[Any]:
-        return [b for m, _, _, b in self.seen if m == method]
-
-
-def deployment_body(**fields) -> dict:
-    return {
-        "name": "d",
-        "model_id": "m",
-        "model_version": 1,
-        "app_name": "d--v1",
-        "status": "ACTIVE",
-        **fields,
-    }
-
-
-def rollout_task(status: str = "processing", detail: dict | None = None, **fields) -> dict:
-    detail = {"from_version": 1, "to_version": 2, "strategy": "green", **(detail or {})}
-    return task(status, id="rollout-1", kind="rollout", detail=detail, **fields)
 
 
 @pytest.fixture

@@ -15,24 +15,7 @@ from cluster.client import (
     describe_task,
 )
 from cluster.schemas import Task
-from tests.unit.test_client import NOW, Server, error, make_client, no_sleep  # noqa: F401
-
-PAIRS = [{"anchor": f"q{i}", "positive": f"a{i}"} for i in range(8)]
-PATH = "/v1/fine-tuning/task"
-
-
-def ft_task(status: str = "pending", step: int = 0, total: int = 6, **detail) -> dict:
-    progress = {"step": step, "total_steps": total, "percent": 100.0 * step / total,
-                "loss": 0.5 / (step + 1), "epoch": 0.5, "eta_s": 1.0}  # fmt: skip
-    return {"id": "ft-1", "kind": "fine_tuning", "status": status, "model_id": "m",
-            "created_at": NOW, "updated_at": NOW,
-            "detail": {"progress": progress, **detail}}  # fmt: skip
-
-
-def steps(*answers: dict):
-    """A route answering each body in turn, then the last one again."""
-    items = list(answers)
-    return lambda request: httpx.Response(200, json=items.pop(0) if len(items) > 1 else items[0])
+from tests.unit.client_support import NOW, PAIRS, PATH, Server, error, ft_task, make_client, steps
 
 
 def test_create_sends_the_request_built_from_what_the_caller_has(tmp_path, monkeypatch):

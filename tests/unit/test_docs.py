@@ -138,6 +138,18 @@ def test_the_example_finetune_config_is_valid_and_its_dataset_loads(monkeypatch)
     assert config.params.max_steps and config.params.max_steps <= 10  # an example, not a run
 
 
+def test_the_example_config_names_its_model_by_package_and_the_trainer_finds_it() -> None:
+    """No copy step before the README's command: ``package://`` is resolved to the model
+    directory the package ships, which the trainer accepts as a SentenceTransformer."""
+    from train_jobs.config import FinetuneConfig
+    from train_jobs.finetune import normalized
+
+    config = FinetuneConfig.from_yaml(ROOT / "examples" / "finetune.yaml")
+    assert config.base_model_path.startswith("package://")
+    model_dir = Path(normalized(config).base_model_path)
+    assert model_dir.is_absolute() and (model_dir / "modules.json").is_file()
+
+
 TREE = ("cluster", "serve_apps", "train_jobs", "tests", "bench", "tools", "examples", "docs")
 PATH_IN_CODE = re.compile(
     r"`((?:cluster|serve_apps|train_jobs|tests|bench|tools|examples)/[\w/.\-]*)`"
